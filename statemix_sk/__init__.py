@@ -1,0 +1,41 @@
+"""statemix-sk: learn non-linear state-space dynamics with differentiable particle filters.
+
+The estimator layer (``StateMixFilter``) builds on the modules below: Gaussian
+mixtures, small networks, resampling schemes, models with known densities, the
+datasets of the experiments and the one differentiable particle-filter loop.
+"""
+
+from . import datasets, filtering, mixtures, models, networks, resampling
+from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
+from .filtering import FilterResult, particle_filter
+from .models import (
+    GaussianObservation,
+    KuramotoModel,
+    LinearGaussianModel,
+    LinearGaussianObservation,
+    Lorenz96Model,
+    kalman_filter,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "FilterResult",
+    "GaussianObservation",
+    "KuramotoModel",
+    "LinearGaussianModel",
+    "LinearGaussianObservation",
+    "Lorenz96Model",
+    "__version__",
+    "datasets",
+    "filtering",
+    "kalman_filter",
+    "make_kuramoto",
+    "make_linear_gaussian",
+    "make_lorenz96",
+    "mixtures",
+    "models",
+    "networks",
+    "particle_filter",
+    "resampling",
+]

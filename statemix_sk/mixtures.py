@@ -1,0 +1,176 @@
+"""Batches of Gaussian mixtures: log-densities and reparameterised sampling.
+
+A batch holds one mixture per particle. Its parameters are a :class:`GaussianMixture`:
+
+- ``logits`` of shape (n, n_components): unnormalised log mixture weights;
+- ``means`` of shape (n, n_components, n_dims);
+- ``scales``: either the per-dimension standard deviations, of shape
+  (n, n_components, n_dims) (``covariance_type="diag"``), or lower-triangular
+  Cholesky factors of the covariances with a positive diagonal, of shape
+  (n, n_components, n_dims, n_dims) (``covariance_type="full"``). The kind is read
+  from the number of dimensions of ``scales``.
+
+All densities are returned in the log domain. Sampling is reparameterised: the
+component index and the standard normal noise are drawn as constants from a
+:class:`numpy.random.Generator`, and the sample ``mean_k + scale_k @ eps`` carries the
+gradient to the means and scales. The mixture weights get no gradient through the
+sample (the component choice is discrete); they get it through the density terms
+of the importance weight, as the method's documentation explains.
+"""
+
+from typing import NamedTuple
+
+import autograd.numpy as np
+import numpy
+from autograd.scipy.special import logsumexp
+from autograd.tracer import getval
+
+__all__ = [
+    "GaussianMixture",
+    "draw_mixture_noise",
+    "mixture_log_density",
+    "sample_mixture",
+    "transform_mixture_noise",
+]
+
+_LOG_2PI = numpy.log(2.0 * numpy.pi)
+
+
+class GaussianMixture(NamedTuple):
+    """Parameters of a batch of Gaussian mixtures (see the module docstring)."""
+
+    logits: object
+    """Array of shape (n, n_components): unnormalised log mixture weights."""
+    means: object
+    """Array of shape (n, n_components, n_dims)."""
+    scales: object
+    """Array of shape (n, n_components, n_dims) or (n, n_components, n_dims, n_dims)."""
+
+    @property
+    def covariance_type(self):
+        """``"diag"`` or ``"full"``, read from the shape of ``scales``."""
+        return "full" if numpy.ndim(self.scales) == numpy.ndim(self.means) + 1 else "diag"
+
+
+def _component_log_densities(mixture, x):
+    """Log N(x_i | mean_ik, cov_ik) for every item i and component k: (n, S)."""
+    diff = x[:, None, :] - mixture.means
+    n_dims = x.shape[-1]
+    if mixture.covariance_type == "diag":
+        z = diff / mixture.scales
+        log_det = np.sum(np.log(mixture.scales), axis=-1)
+    else:
+        # Solve L z = diff for each (item, component); log|L| is the sum of the
+        # log-diagonal because L is triangular.
+        z = np.linalg.solve(mixture.scales, diff[..., None])[..., 0]
+        log_det = np.sum(np.log(np.diagonal(mixture.scales, axis1=-2, axis2=-1)), -1)
+    return -0.5 * np.sum(z**2, axis=-1) - log_det - 0.5 * n_dims * _LOG_2PI
+
+
+def mixture_log_density(mixture, x):
+    """Log-density of each item of ``x`` under its own mixture.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture
+        A batch of ``n`` mixtures.
+    x : array of shape (n, n_dims)
+        One point per mixture.
+
+    Returns
+    -------
+    log_density : array of shape (n,)
+
+    Examples
+    --------
+    >>> import numpy
+    >>> mixture = GaussianMixture(
+    ...     logits=numpy.zeros((1, 2)),
+    ...     means=numpy.array([[[-1.0], [1.0]]]),
+    ...     scales=numpy.ones((1, 2, 1)),
+    ... )
+    >>> mixture_log_density(mixture, numpy.array([[0.0]])).round(6)
+    array([-1.418939])
+    """
+    log_mixture_weights = mixture.logits - logsumexp(
+        mixture.logits, axis=-1, keepdims=True
+    )
+    return logsumexp(
+        log_mixture_weights + _component_log_densities(mixture, x), axis=-1
+    )
+
+
+def draw_mixture_noise(mixture, rng):
+    """Draw the constants of a reparameterised sample: component indices and noise.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture
+        A batch of ``n`` mixtures; only the values of its logits are read (they are
+        taken out of any autograd trace).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    components : ndarray of int of shape (n,)
+        The chosen component of each mixture, by inversion of its weights' CDF.
+    noise : ndarray of shape (n, n_dims)
+        Standard normal draws.
+    """
+    logits = numpy.asarray(getval(mixture.logits))
+    n_items, n_components = logits.shape
+    n_dims = numpy.shape(mixture.means)[-1]
+    uniforms = rng.random(n_items)
+    if n_components == 1:
+        components = numpy.zeros(n_items, dtype=numpy.intp)
+    else:
+        weights = numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+        cumulative = numpy.cumsum(weights, axis=1)
+        components = numpy.minimum(
+            numpy.sum(cumulative < uniforms[:, None] * cumulative[:, -1:], axis=1),
+            n_components - 1,
+        )
+    return components, rng.standard_normal((n_items, n_dims))
+
+
+def transform_mixture_noise(mixture, components, noise):
+    """Map drawn constants to a sample: ``means[k] + scales[k] @ noise``.
+
+    Differentiable in the means and scales. The chosen component is selected with
+    a one-hot sum over components rather than fancy indexing, which autograd
+    differentiates without a scatter (``np.add.at``).
+
+    Parameters
+    ----------
+    mixture : GaussianMixture
+    components : ndarray of int of shape (n,)
+    noise : ndarray of shape (n, n_dims)
+
+    Returns
+    -------
+    x : array of shape (n, n_dims)
+    """
+    n_components = numpy.shape(mixture.logits)[-1]
+    one_hot = (components[:, None] == numpy.arange(n_components)).astype(float)
+    mean = np.sum(one_hot[:, :, None] * mixture.means, axis=1)
+    if mixture.covariance_type == "diag":
+        scale = np.sum(one_hot[:, :, None] * mixture.scales, axis=1)
+        return mean + scale * noise
+    cholesky = np.sum(one_hot[:, :, None, None] * mixture.scales, axis=1)
+    return mean + np.einsum("nij,nj->ni", cholesky, noise)
+
+
+def sample_mixture(mixture, rng):
+    """Draw one reparameterised sample from each mixture of the batch.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    x : array of shape (n, n_dims)
+    """
+    components, noise = draw_mixture_noise(mixture, rng)
+    return transform_mixture_noise(mixture, components, noise)

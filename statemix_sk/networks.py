@@ -1,0 +1,231 @@
+"""Small dense networks on plain nested lists, and the Gaussian-mixture head.
+
+A network's parameters are a list of ``(W, b)`` tuples, one per layer, with ``W`` of
+shape (n_in, n_out); autograd differentiates such containers directly, and the
+optimiser flattens them only when it needs a vector. Hidden layers use ``tanh``
+(smooth, bounded, so a particle far out does not produce an exploding output); the
+output layer is linear.
+
+Initialisation is Glorot (Xavier) normal: ``W ~ N(0, 2 / (n_in + n_out))``, ``b = 0``,
+with the output layer multiplied by ``output_scale`` (0.01 by default) so that a new
+network's outputs are close to zero. Through :func:`apply_mixture_head` a near-zero
+output means equal mixture weights, near-zero mean increments and the initial scale:
+an untrained transition is a random walk with a sensible spread.
+"""
+
+from typing import NamedTuple
+
+import autograd.numpy as np
+import numpy
+
+__all__ = [
+    "MixtureHead",
+    "Standardizer",
+    "apply_mixture_head",
+    "apply_mlp",
+    "init_mlp",
+    "make_mixture_head",
+    "standardize",
+]
+
+
+def init_mlp(layer_sizes, rng, *, output_scale=0.01):
+    """Initialise a dense network.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Input size, hidden sizes, output size.
+    rng : numpy.random.Generator
+    output_scale : float, default=0.01
+        Factor applied to the output layer's weights.
+
+    Returns
+    -------
+    params : list of (W, b)
+        ``W`` of shape (n_in, n_out), ``b`` of shape (n_out,).
+
+    Examples
+    --------
+    >>> params = init_mlp([3, 8, 2], numpy.random.default_rng(0))
+    >>> [(W.shape, b.shape) for W, b in params]
+    [((3, 8), (8,)), ((8, 2), (2,))]
+    """
+    layer_sizes = list(layer_sizes)
+    params = []
+    for index, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        W = rng.normal(0.0, numpy.sqrt(2.0 / (n_in + n_out)), size=(n_in, n_out))
+        if index == len(layer_sizes) - 2:
+            W = W * output_scale
+        params.append((W, numpy.zeros(n_out)))
+    return params
+
+
+def apply_mlp(params, inputs):
+    """Apply a dense network: ``tanh`` hidden layers, linear output.
+
+    Parameters
+    ----------
+    params : list of (W, b)
+    inputs : array of shape (n, n_in)
+
+    Returns
+    -------
+    outputs : array of shape (n, n_out)
+    """
+    hidden = inputs
+    for W, b in params[:-1]:
+        hidden = np.tanh(np.dot(hidden, W) + b)
+    W, b = params[-1]
+    return np.dot(hidden, W) + b
+
+
+class Standardizer(NamedTuple):
+    """Fixed statistics that map a network input to unit scale."""
+
+    mean: numpy.ndarray
+    """Array of shape (n_features,)."""
+    scale: numpy.ndarray
+    """Array of shape (n_features,), strictly positive."""
+
+
+def standardize(x, stats):
+    """Return ``(x - stats.mean) / stats.scale``."""
+    return (x - stats.mean) / stats.scale
+
+
+class MixtureHead(NamedTuple):
+    """How a network's outputs become the parameters of a Gaussian mixture.
+
+    Build it with :func:`make_mixture_head`.
+    """
+
+    n_components: int
+    n_dims: int
+    covariance_type: str
+    location_scale: numpy.ndarray
+    """(n_dims,): a unit output moves the mean by this much (data units)."""
+    scale_low: numpy.ndarray
+    """(n_dims,): lower bound of every standard deviation."""
+    scale_high: numpy.ndarray
+    """(n_dims,): upper bound of every standard deviation."""
+    scale_offset: numpy.ndarray
+    """(n_dims,): pre-activation that a zero output has, so it gives the initial scale."""
+    tril_embedding: numpy.ndarray
+    """(n_dims * (n_dims - 1) / 2, n_dims * n_dims): places off-diagonal outputs."""
+
+    @property
+    def n_outputs(self):
+        """Number of network outputs this head consumes."""
+        n_off_diagonal = self.tril_embedding.shape[0]
+        per_component = 2 * self.n_dims
+        if self.covariance_type == "full":
+            per_component += n_off_diagonal
+        return self.n_components * (1 + per_component)
+
+
+def make_mixture_head(
+    n_components,
+    n_dims,
+    *,
+    location_scale=1.0,
+    initial_scale=1.0,
+    scale_bounds=(0.01, 10.0),
+    covariance_type="diag",
+):
+    """Describe a mixture head with a bounded scale link.
+
+    A standard deviation is ``low + (high - low) * sigmoid(raw + offset)``, so it
+    can never reach 0 or infinity, and ``offset`` makes a zero output give
+    ``initial_scale``.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of mixture components ``S``.
+    n_dims : int
+        Dimension of the mixture.
+    location_scale : float or array-like of shape (n_dims,), default=1.0
+        Mean increment per unit of network output.
+    initial_scale : float or array-like of shape (n_dims,), default=1.0
+        Standard deviation that a zero output gives.
+    scale_bounds : (float, float), default=(0.01, 10.0)
+        Multiples of ``initial_scale`` bounding every standard deviation.
+    covariance_type : {"diag", "full"}, default="diag"
+        ``"full"`` adds the strictly lower part of a Cholesky factor per component.
+
+    Returns
+    -------
+    head : MixtureHead
+    """
+    if covariance_type not in ("diag", "full"):
+        raise ValueError(
+            f"covariance_type must be 'diag' or 'full', got {covariance_type!r}."
+        )
+    low_factor, high_factor = scale_bounds
+    if not 0 < low_factor < 1 < high_factor:
+        raise ValueError(
+            f"scale_bounds must satisfy 0 < low < 1 < high, got {scale_bounds!r}."
+        )
+    initial_scale = numpy.broadcast_to(
+        numpy.asarray(initial_scale, float), (n_dims,)
+    ).copy()
+    low, high = low_factor * initial_scale, high_factor * initial_scale
+    fraction = (initial_scale - low) / (high - low)
+    rows, cols = numpy.tril_indices(n_dims, k=-1)
+    embedding = numpy.zeros((rows.size, n_dims * n_dims))
+    embedding[numpy.arange(rows.size), rows * n_dims + cols] = 1.0
+    return MixtureHead(
+        n_components=int(n_components),
+        n_dims=int(n_dims),
+        covariance_type=covariance_type,
+        location_scale=numpy.broadcast_to(
+            numpy.asarray(location_scale, float), (n_dims,)
+        ).copy(),
+        scale_low=low,
+        scale_high=high,
+        scale_offset=numpy.log(fraction) - numpy.log1p(-fraction),
+        tril_embedding=embedding,
+    )
+
+
+def _sigmoid(z):
+    # tanh form: no overflow for large |z|.
+    return 0.5 * (np.tanh(0.5 * z) + 1.0)
+
+
+def apply_mixture_head(head, outputs):
+    """Split network outputs into mixture logits, mean increments and scales.
+
+    Parameters
+    ----------
+    head : MixtureHead
+    outputs : array of shape (n, head.n_outputs)
+
+    Returns
+    -------
+    logits : array of shape (n, n_components)
+    increments : array of shape (n, n_components, n_dims)
+        To be added to a reference point (the previous state).
+    scales : array of shape (n, n_components, n_dims) or \
+(n, n_components, n_dims, n_dims)
+        Standard deviations (``"diag"``) or Cholesky factors (``"full"``).
+    """
+    n_items = outputs.shape[0]
+    S, d = head.n_components, head.n_dims
+    logits = outputs[:, :S]
+    increments = np.reshape(outputs[:, S : S + S * d], (n_items, S, d))
+    raw_scales = np.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
+    increments = increments * head.location_scale
+    scales = head.scale_low + (head.scale_high - head.scale_low) * _sigmoid(
+        raw_scales + head.scale_offset
+    )
+    if head.covariance_type == "diag":
+        return logits, increments, scales
+    off_diagonal = np.reshape(outputs[:, S + 2 * S * d :], (n_items * S, -1))
+    lower = np.reshape(np.dot(off_diagonal, head.tril_embedding), (n_items, S, d, d))
+    # Entry (i, j) of a Cholesky factor multiplies unit noise into dimension i, so
+    # it is in the units of dimension i.
+    lower = lower * head.location_scale[:, None]
+    cholesky = lower + scales[..., None] * numpy.eye(d)
+    return logits, increments, cholesky
