@@ -1,4 +1,4 @@
-"""statemix-sk: learn non-linear state-space dynamics with differentiable particle filters.
+"""statemix-sk: learn state-space dynamics with differentiable particle filters.
 
 The estimator layer (``StateMixFilter``) builds on the modules below: Gaussian
 mixtures, small networks, resampling schemes, models with known densities, the

@@ -104,9 +104,7 @@ numpy.random.RandomState
 
 def check_positive_int(value, name, *, minimum=1):
     """Return ``value`` as an int, or raise a ValueError naming ``name``."""
-    if isinstance(value, bool | numpy.bool_) or not isinstance(
-        value, numbers.Integral
-    ):
+    if isinstance(value, bool | numpy.bool_) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}.")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}.")

@@ -26,14 +26,21 @@ __all__ = ["make_kuramoto", "make_linear_gaussian", "make_lorenz96"]
 
 
 def _random_orthogonal(n, rng):
-    """A Haar-distributed orthogonal matrix (QR of a Gaussian, signs fixed)."""
+    """Draw a Haar-distributed orthogonal matrix (QR of a Gaussian, signs fixed)."""
     q, r = numpy.linalg.qr(rng.standard_normal((n, n)))
     return q * numpy.sign(numpy.diag(r))
 
 
-def make_linear_gaussian(n_steps=100, n_sequences=None, *, n_states=4,
-                         spectral_radius=0.95, process_noise=0.3,
-                         observation_noise=0.7, random_state=None):
+def make_linear_gaussian(
+    n_steps=100,
+    n_sequences=None,
+    *,
+    n_states=4,
+    spectral_radius=0.95,
+    process_noise=0.3,
+    observation_noise=0.7,
+    random_state=None,
+):
     """Linear-Gaussian series, where the Kalman filter is exact.
 
     ``x_t = A x_{t-1} + N(0, process_noise**2 I)`` with ``A`` a random orthogonal
@@ -78,9 +85,17 @@ def make_linear_gaussian(n_steps=100, n_sequences=None, *, n_states=4,
     return Y, X, model
 
 
-def make_lorenz96(n_steps=100, n_sequences=None, *, n_states=10, forcing=8.0,
-                  process_noise=0.5, observation_noise=0.5, observed=None,
-                  random_state=None):
+def make_lorenz96(
+    n_steps=100,
+    n_sequences=None,
+    *,
+    n_states=10,
+    forcing=8.0,
+    process_noise=0.5,
+    observation_noise=0.5,
+    observed=None,
+    random_state=None,
+):
     """Stochastic Lorenz 96 series, observed with Gaussian noise.
 
     Each step integrates the ODE over ``dt = 0.05`` with 5 RK4 sub-steps and adds
@@ -116,9 +131,14 @@ def make_lorenz96(n_steps=100, n_sequences=None, *, n_states=10, forcing=8.0,
     matrix = None
     if observed is not None:
         index = numpy.asarray(observed)
-        if (index.ndim != 1 or index.size == 0 or index.dtype.kind not in "iu"
-                or index.min() < 0 or index.max() >= n_states
-                or numpy.unique(index).size != index.size):
+        if (
+            index.ndim != 1
+            or index.size == 0
+            or index.dtype.kind not in "iu"
+            or index.min() < 0
+            or index.max() >= n_states
+            or numpy.unique(index).size != index.size
+        ):
             raise ValueError(
                 f"observed must be distinct component indices in [0, {n_states}), "
                 f"got {observed!r}."
@@ -134,9 +154,17 @@ def make_lorenz96(n_steps=100, n_sequences=None, *, n_states=10, forcing=8.0,
     return Y, X, model
 
 
-def make_kuramoto(n_steps=100, n_sequences=None, *, n_oscillators=6, coupling=1.5,
-                  frequency_scale=0.5, process_noise=0.05, observation_noise=0.5,
-                  random_state=None):
+def make_kuramoto(
+    n_steps=100,
+    n_sequences=None,
+    *,
+    n_oscillators=6,
+    coupling=1.5,
+    frequency_scale=0.5,
+    process_noise=0.05,
+    observation_noise=0.5,
+    random_state=None,
+):
     """Kuramoto oscillators observed through noisy ``[sin(theta), cos(theta)]``.
 
     The natural frequencies are drawn once per model from

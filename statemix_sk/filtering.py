@@ -113,7 +113,7 @@ class BootstrapProposal:
         """Draw from ``f(. | x_prev)``; the ratio ``f / q`` is 1 (returned as None)."""
         return model.sample_transition(x_prev, rng), None
 
-    def __repr__(self):
+    def __repr__(self):  # noqa: D105
         return "BootstrapProposal()"
 
 
@@ -121,7 +121,7 @@ _BOOTSTRAP = BootstrapProposal()
 
 
 def _check_frozen(frozen, n_steps, n_particles):
-    """A frozen run must be a full FilterResult of the same size."""
+    """Check that a frozen run is a full FilterResult of the same size."""
     if frozen.ancestors is None or frozen.resampling_log_weights is None:
         raise ValueError(
             "frozen must be a FilterResult computed with return_particles=True."

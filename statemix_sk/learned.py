@@ -42,7 +42,7 @@ def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng):
 
 
 def _mixture_around(x_prev, head, outputs):
-    """The mixture whose means are ``x_prev`` plus the head's increments."""
+    """Build the mixture whose means are ``x_prev`` plus the head's increments."""
     logits, increments, scales = apply_mixture_head(head, outputs)
     return GaussianMixture(logits, x_prev[:, None, :] + increments, scales)
 
@@ -65,8 +65,9 @@ class MixtureTransitionModel:
         The initial distribution ``N(initial_mean, diag(initial_scale**2))``.
     """
 
-    def __init__(self, params, head, input_stats, observation, initial_mean,
-                 initial_scale):
+    def __init__(
+        self, params, head, input_stats, observation, initial_mean, initial_scale
+    ):
         self.params = params
         self.head = head
         self.input_stats = input_stats
@@ -78,7 +79,7 @@ class MixtureTransitionModel:
         self.initial_scale = check_scale(initial_scale, "initial_scale", self.n_states)
 
     def transition_mixture(self, x_prev):
-        """The mixture ``f_theta(. | x_prev[i])`` for every row, a GaussianMixture."""
+        """Return the mixture ``f_theta(. | x_prev[i])`` of every row."""
         outputs = apply_mlp(self.params, standardize(x_prev, self.input_stats))
         return _mixture_around(x_prev, self.head, outputs)
 
@@ -97,11 +98,9 @@ class MixtureTransitionModel:
         return mixture_log_density(self.transition_mixture(x_prev), x)
 
     def transition_mean(self, x_prev):
-        """The mixture mean ``sum_k w_k mean_k``, shape (n, n_states)."""
+        """Return the mixture mean ``sum_k w_k mean_k``, shape (n, n_states)."""
         mixture = self.transition_mixture(x_prev)
-        weights = np.exp(
-            mixture.logits - np.max(mixture.logits, axis=1, keepdims=True)
-        )
+        weights = np.exp(mixture.logits - np.max(mixture.logits, axis=1, keepdims=True))
         weights = weights / np.sum(weights, axis=1, keepdims=True)
         return np.sum(weights[:, :, None] * mixture.means, axis=1)
 

@@ -49,7 +49,9 @@ class GaussianMixture(NamedTuple):
     @property
     def covariance_type(self):
         """``"diag"`` or ``"full"``, read from the shape of ``scales``."""
-        return "full" if numpy.ndim(self.scales) == numpy.ndim(self.means) + 1 else "diag"
+        return (
+            "full" if numpy.ndim(self.scales) == numpy.ndim(self.means) + 1 else "diag"
+        )
 
 
 def _component_log_densities(mixture, x):

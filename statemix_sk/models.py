@@ -86,7 +86,9 @@ def _check_covariance(covariance, name, size=None):
     """Validate a symmetric positive-definite matrix; return it and its Cholesky."""
     covariance = numpy.asarray(covariance, dtype=float)
     if covariance.ndim != 2 or covariance.shape[0] != covariance.shape[1]:
-        raise ValueError(f"{name} must be a square matrix, got shape {covariance.shape}.")
+        raise ValueError(
+            f"{name} must be a square matrix, got shape {covariance.shape}."
+        )
     if size is not None and covariance.shape[0] != size:
         raise ValueError(
             f"{name} must be {size} x {size} to match the observations, got "
@@ -113,8 +115,9 @@ class _GaussianNoiseObservation:
         if noise_scale is not None and noise_covariance is not None:
             raise ValueError("Give noise_scale or noise_covariance, not both.")
         if noise_covariance is None:
-            scale = check_scale(1.0 if noise_scale is None else noise_scale,
-                                "noise_scale", n_outputs)
+            scale = check_scale(
+                1.0 if noise_scale is None else noise_scale, "noise_scale", n_outputs
+            )
             self.noise_covariance = numpy.diag(scale**2)
             self._diagonal = True
         else:
@@ -122,8 +125,10 @@ class _GaussianNoiseObservation:
                 noise_covariance, "noise_covariance", n_outputs
             )
             self._diagonal = bool(
-                numpy.all(self.noise_covariance == numpy.diag(
-                    numpy.diag(self.noise_covariance)))
+                numpy.all(
+                    self.noise_covariance
+                    == numpy.diag(numpy.diag(self.noise_covariance))
+                )
             )
         self.n_outputs = self.noise_covariance.shape[0]
         self.noise_scale = numpy.sqrt(numpy.diag(self.noise_covariance))
@@ -213,7 +218,11 @@ class LinearGaussianObservation(_GaussianNoiseObservation):
     """
 
     def __init__(
-        self, observation_matrix=None, noise_scale=None, *, noise_covariance=None,
+        self,
+        observation_matrix=None,
+        noise_scale=None,
+        *,
+        noise_covariance=None,
         n_states=None,
     ):
         if observation_matrix is None:
@@ -330,8 +339,9 @@ def simulate(model, n_steps, n_sequences=None, random_state=None):
         True states.
     """
     n_steps = check_positive_int(n_steps, "n_steps")
-    n_series = 1 if n_sequences is None else check_positive_int(n_sequences,
-                                                                  "n_sequences")
+    n_series = (
+        1 if n_sequences is None else check_positive_int(n_sequences, "n_sequences")
+    )
     rng = as_generator(random_state)
     start = getattr(model, "sample_simulation_start", model.sample_initial)
     x = numpy.asarray(start(n_series, rng))
@@ -364,8 +374,9 @@ class GaussianTransitionModel:
         Standard deviation(s) of the initial distribution.
     """
 
-    def __init__(self, n_states, observation, process_noise, initial_mean,
-                 initial_scale):
+    def __init__(
+        self, n_states, observation, process_noise, initial_mean, initial_scale
+    ):
         self.n_states = check_positive_int(n_states, "n_states")
         if getattr(observation, "n_states", self.n_states) != self.n_states:
             raise ValueError(
@@ -379,7 +390,8 @@ class GaussianTransitionModel:
             raise ValueError("initial_mean must be a finite scalar or vector.")
         if initial_mean.ndim == 1 and initial_mean.shape[0] != n_states:
             raise ValueError(
-                f"initial_mean has {initial_mean.shape[0]} entries, expected {n_states}."
+                f"initial_mean has {initial_mean.shape[0]} entries, but n_states is "
+                f"{n_states}."
             )
         self.initial_mean = numpy.broadcast_to(initial_mean, (n_states,)).copy()
         self.initial_scale = check_scale(initial_scale, "initial_scale", n_states)
@@ -451,8 +463,14 @@ class LinearGaussianModel(GaussianTransitionModel):
     ((5, 2), (5, 2))
     """
 
-    def __init__(self, transition_matrix, process_noise, observation,
-                 initial_mean=0.0, initial_scale=1.0):
+    def __init__(
+        self,
+        transition_matrix,
+        process_noise,
+        observation,
+        initial_mean=0.0,
+        initial_scale=1.0,
+    ):
         matrix = numpy.asarray(transition_matrix, dtype=float)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
             raise ValueError(
@@ -466,8 +484,9 @@ class LinearGaussianModel(GaussianTransitionModel):
                 f"LinearGaussianModel, got {type(observation).__name__}."
             )
         self.transition_matrix = matrix
-        super().__init__(matrix.shape[0], observation, process_noise, initial_mean,
-                         initial_scale)
+        super().__init__(
+            matrix.shape[0], observation, process_noise, initial_mean, initial_scale
+        )
 
     def transition_mean(self, x_prev):
         """``x_prev @ A.T``."""
@@ -498,9 +517,19 @@ class Lorenz96Model(GaussianTransitionModel):
         ``x_0``, so that it starts on the attractor.
     """
 
-    def __init__(self, n_states=10, *, forcing=8.0, dt=0.05, n_substeps=5,
-                 process_noise=0.5, observation=None, initial_mean=2.2,
-                 initial_scale=3.9, burn_in=200):
+    def __init__(
+        self,
+        n_states=10,
+        *,
+        forcing=8.0,
+        dt=0.05,
+        n_substeps=5,
+        process_noise=0.5,
+        observation=None,
+        initial_mean=2.2,
+        initial_scale=3.9,
+        burn_in=200,
+    ):
         n_states = check_positive_int(n_states, "n_states", minimum=4)
         if observation is None:
             observation = LinearGaussianObservation(noise_scale=0.5, n_states=n_states)
@@ -508,8 +537,9 @@ class Lorenz96Model(GaussianTransitionModel):
         self.dt = check_scale(dt, "dt", 1)[0]
         self.n_substeps = check_positive_int(n_substeps, "n_substeps")
         self.burn_in = check_positive_int(burn_in, "burn_in", minimum=0)
-        super().__init__(n_states, observation, process_noise, initial_mean,
-                         initial_scale)
+        super().__init__(
+            n_states, observation, process_noise, initial_mean, initial_scale
+        )
 
     def _drift(self, x):
         return (
@@ -519,11 +549,11 @@ class Lorenz96Model(GaussianTransitionModel):
         )
 
     def transition_mean(self, x_prev):
-        """The deterministic part: one RK4-integrated step of the ODE."""
+        """Integrate the ODE over one step with RK4: the noiseless part."""
         return _rk4(self._drift, x_prev, self.dt, self.n_substeps)
 
     def sample_simulation_start(self, n, rng):
-        """True ``x_0``: ``burn_in`` stochastic steps from a draw of the prior."""
+        """Draw true ``x_0``: ``burn_in`` stochastic steps from a prior draw."""
         x = self.sample_initial(n, rng)
         for _ in range(self.burn_in):
             x = self.sample_transition(x, rng)
@@ -553,9 +583,18 @@ class KuramotoModel(GaussianTransitionModel):
     initial_scale : float or array-like, default=1.0
     """
 
-    def __init__(self, natural_frequencies, *, coupling=1.5, dt=0.1, n_substeps=4,
-                 process_noise=0.05, observation=None, initial_mean=0.0,
-                 initial_scale=1.0):
+    def __init__(
+        self,
+        natural_frequencies,
+        *,
+        coupling=1.5,
+        dt=0.1,
+        n_substeps=4,
+        process_noise=0.05,
+        observation=None,
+        initial_mean=0.0,
+        initial_scale=1.0,
+    ):
         omega = numpy.asarray(natural_frequencies, dtype=float)
         if omega.ndim != 1 or omega.size < 2 or not numpy.all(numpy.isfinite(omega)):
             raise ValueError(
@@ -568,8 +607,9 @@ class KuramotoModel(GaussianTransitionModel):
         self.coupling = float(coupling)
         self.dt = check_scale(dt, "dt", 1)[0]
         self.n_substeps = check_positive_int(n_substeps, "n_substeps")
-        super().__init__(n_states, observation, process_noise, initial_mean,
-                         initial_scale)
+        super().__init__(
+            n_states, observation, process_noise, initial_mean, initial_scale
+        )
 
     def _drift(self, theta):
         # sum_j sin(theta_j - theta_i) = cos(theta_i) S - sin(theta_i) C, with
@@ -582,7 +622,7 @@ class KuramotoModel(GaussianTransitionModel):
         )
 
     def transition_mean(self, x_prev):
-        """The deterministic part: one RK4-integrated step of the ODE."""
+        """Integrate the ODE over one step with RK4: the noiseless part."""
         return _rk4(self._drift, x_prev, self.dt, self.n_substeps)
 
 
@@ -635,8 +675,9 @@ def kalman_filter(Y, model):
         if observed.any():
             H_obs = H[observed]
             innovation = y[observed] - H_obs @ mean
-            innovation_cov = H_obs @ covariance @ H_obs.T + R[numpy.ix_(observed,
-                                                                         observed)]
+            innovation_cov = (
+                H_obs @ covariance @ H_obs.T + R[numpy.ix_(observed, observed)]
+            )
             factor = scipy.linalg.cho_factor(innovation_cov, lower=True)
             gain = scipy.linalg.cho_solve(factor, H_obs @ covariance).T
             mean = mean + gain @ innovation
@@ -652,6 +693,8 @@ def kalman_filter(Y, model):
         increments.append(increment)
     increments = numpy.array(increments)
     return KalmanResult(
-        numpy.array(means), numpy.array(covariances), float(increments.sum()),
+        numpy.array(means),
+        numpy.array(covariances),
+        float(increments.sum()),
         increments,
     )

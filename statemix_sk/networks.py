@@ -13,6 +13,7 @@ output means equal mixture weights, near-zero mean increments and the initial sc
 an untrained transition is a random walk with a sensible spread.
 """
 
+import itertools
 from typing import NamedTuple
 
 import autograd.numpy as np
@@ -53,7 +54,7 @@ def init_mlp(layer_sizes, rng, *, output_scale=0.01):
     """
     layer_sizes = list(layer_sizes)
     params = []
-    for index, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+    for index, (n_in, n_out) in enumerate(itertools.pairwise(layer_sizes)):
         W = rng.normal(0.0, numpy.sqrt(2.0 / (n_in + n_out)), size=(n_in, n_out))
         if index == len(layer_sizes) - 2:
             W = W * output_scale
@@ -110,7 +111,7 @@ class MixtureHead(NamedTuple):
     scale_high: numpy.ndarray
     """(n_dims,): upper bound of every standard deviation."""
     scale_offset: numpy.ndarray
-    """(n_dims,): pre-activation that a zero output has, so it gives the initial scale."""
+    """(n_dims,): added before the link; a zero output then gives the initial scale."""
     tril_embedding: numpy.ndarray
     """(n_dims * (n_dims - 1) / 2, n_dims * n_dims): places off-diagonal outputs."""
 

@@ -35,7 +35,7 @@ __all__ = [
 
 
 def _inverse_cdf(sorted_uniforms, weights):
-    """Indices ``i`` with ``cumsum(w)[i-1] <= u < cumsum(w)[i]``, for sorted u."""
+    """Find ``i`` with ``cumsum(w)[i-1] <= u < cumsum(w)[i]`` for each sorted u."""
     cumulative = numpy.cumsum(weights)
     # The last cumulative sum may differ from 1 by rounding: scale the uniforms to
     # it, and clip so that no index can run past the end.
@@ -108,9 +108,7 @@ def get_resampling_scheme(name):
         return RESAMPLING_SCHEMES[name]
     except (KeyError, TypeError):
         valid = ", ".join(repr(key) for key in sorted(RESAMPLING_SCHEMES))
-        raise ValueError(
-            f"resampling must be one of {valid}, got {name!r}."
-        ) from None
+        raise ValueError(f"resampling must be one of {valid}, got {name!r}.") from None
 
 
 def should_resample(log_weights, ess_threshold):
