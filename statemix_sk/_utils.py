@@ -62,8 +62,8 @@ def ess_from_log_weights(log_weights):
 
     Examples
     --------
-    >>> float(ess_from_log_weights(numpy.zeros(10)))
-    10.0
+    >>> round(float(ess_from_log_weights(numpy.log([1.0, 1.0, 2.0]))), 6)
+    2.666667
     """
     return numpy.exp(2.0 * logsumexp(log_weights) - logsumexp(2.0 * log_weights))
 
