@@ -168,13 +168,20 @@ def check_observations(Y, name="Y", *, n_features=None):
     -------
     Y : ndarray of shape (n_steps, n_features), float64
     """
-    Y = check_array(
-        Y,
-        dtype=numpy.float64,
-        ensure_all_finite="allow-nan",
-        ensure_min_samples=1,
-        input_name=name,
-    )
+    try:
+        Y = check_array(
+            Y,
+            dtype=numpy.float64,
+            ensure_all_finite="allow-nan",
+            ensure_min_samples=1,
+            input_name=name,
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{name} must be one series of observations, a 2-D numeric array "
+            f"(n_steps, n_features) with at least one step; NaN marks a missing "
+            f"entry. {exc}"
+        ) from exc
     if n_features is not None and Y.shape[1] != n_features:
         raise ValueError(
             f"{name} has {Y.shape[1]} features (columns) but {n_features} were "

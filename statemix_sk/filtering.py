@@ -223,12 +223,13 @@ default="systematic"
                 log_total = logsumexp(log_v)
                 log_resampling = log_v - log_total
                 log_carried = log_total - log_n
+            ancestors = scheme(numpy.exp(getval(log_resampling)), rng)
+            reference = getval(log_resampling)[ancestors]
             if frozen is not None:
+                # Drawn above all the same, so that the proposals' random numbers
+                # stay those of the frozen run.
                 ancestors = frozen.ancestors[t]
                 reference = frozen.resampling_log_weights[t]
-            else:
-                ancestors = scheme(numpy.exp(getval(log_resampling)), rng)
-                reference = getval(log_resampling)[ancestors]
             # Zero in value; its gradient is the score of the ancestor choice.
             log_carried = log_carried + (log_resampling[ancestors] - reference)
             if log_eta is not None:

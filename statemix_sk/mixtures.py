@@ -65,7 +65,8 @@ def _component_log_densities(mixture, x):
         # Solve L z = diff for each (item, component); log|L| is the sum of the
         # log-diagonal because L is triangular.
         z = np.linalg.solve(mixture.scales, diff[..., None])[..., 0]
-        log_det = np.sum(np.log(np.diagonal(mixture.scales, axis1=-2, axis2=-1)), -1)
+        # (axis1=-1, axis2=-2: the order autograd can differentiate; same diagonal.)
+        log_det = np.sum(np.log(np.diagonal(mixture.scales, axis1=-1, axis2=-2)), -1)
     return -0.5 * np.sum(z**2, axis=-1) - log_det - 0.5 * n_dims * _LOG_2PI
 
 
