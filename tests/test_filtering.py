@@ -12,10 +12,21 @@ from statemix_sk.filtering import BootstrapProposal, particle_filter
 from statemix_sk.learned import (
     MixtureProposal,
     MixtureTransitionModel,
+    _mixture_around,
     init_mixture_network,
 )
-from statemix_sk.models import LinearGaussianModel, LinearGaussianObservation
-from statemix_sk.networks import Standardizer, make_mixture_head
+from statemix_sk.mixtures import mixture_log_density
+from statemix_sk.models import (
+    LinearGaussianModel,
+    LinearGaussianObservation,
+    kalman_filter,
+)
+from statemix_sk.networks import (
+    Standardizer,
+    apply_mlp,
+    make_mixture_head,
+    standardize,
+)
 from statemix_sk.resampling import RESAMPLING_SCHEMES, get_resampling_scheme
 
 
@@ -156,7 +167,7 @@ def test_bootstrap_likelihood_is_unbiased_for_the_kalman_likelihood(
     standard errors: a false alarm probability of 0.003 per case.
     """
     Y, _, model = make_linear_gaussian(15, random_state=0)
-    exact = __import__("statemix_sk").kalman_filter(Y, model).log_likelihood
+    exact = kalman_filter(Y, model).log_likelihood
     ratios = _likelihood_ratios(
         Y,
         model,
@@ -180,8 +191,6 @@ def test_filtered_means_converge_to_kalman_at_rate_one_over_n():
     estimated within about 0.1, so [-1.3, -0.7] is a wide acceptance band that a
     wrong rate (-0.5, or no convergence) misses.
     """
-    from statemix_sk import kalman_filter
-
     Y, _, model = make_linear_gaussian(20, random_state=1)
     kalman_means = kalman_filter(Y, model).filtered_means
     sizes = np.array([100, 400, 1600])
@@ -213,8 +222,6 @@ def test_missing_observations_match_the_kalman_filter_that_skips_them():
     The proposal object is a learned-style one that must never be called at a
     step with a NaN; the bootstrap step replaces it there.
     """
-    from statemix_sk import kalman_filter
-
     Y, _, model = make_linear_gaussian(15, random_state=2)
     Y[3] = np.nan
     Y[7, [0, 2]] = np.nan
@@ -260,7 +267,8 @@ def test_gradient_without_resampling_matches_finite_differences(covariance_type)
             params, Y, n_particles=6, ess_threshold=0.0, random_state=4
         ).log_likelihood
 
-    np.random.seed(0)  # check_grads draws its random direction from numpy's global
+    # check_grads draws its random direction from numpy's global generator.
+    np.random.seed(0)  # noqa: NPY002
     check_grads(log_likelihood, modes=["rev"], order=1)(learned.params)
 
 
@@ -283,7 +291,7 @@ def test_gradient_with_resampling_matches_the_frozen_surrogate(resampling):
         return learned.run(params, Y, **kwargs).log_likelihood
 
     assert surrogate(learned.params) == base.log_likelihood
-    np.random.seed(1)
+    np.random.seed(1)  # noqa: NPY002 (check_grads uses the global generator)
     check_grads(surrogate, modes=["rev"], order=1)(learned.params)
     for (a, b), (c, d) in zip(
         grad(surrogate)(learned.params)["proposal"],
@@ -309,7 +317,7 @@ def test_stop_gradient_terms_change_the_gradient_but_not_the_value():
         random_state=8,
         return_particles=True,
     )
-    model, proposal = learned.parts(learned.params)
+    model, _ = learned.parts(learned.params)
     previous = model.sample_initial(n, np.random.default_rng(8))
     log_weights = np.full(n, -np.log(n))
     for t, y in enumerate(Y):
@@ -321,10 +329,6 @@ def test_stop_gradient_terms_change_the_gradient_but_not_the_value():
         innovation = (
             y - model.observation.mean(x_prev)
         ) / model.observation.noise_scale
-        from statemix_sk.learned import _mixture_around
-        from statemix_sk.mixtures import mixture_log_density
-        from statemix_sk.networks import apply_mlp, standardize
-
         q = _mixture_around(
             x_prev,
             learned.head,
@@ -404,8 +408,6 @@ def test_one_auxiliary_step_matches_the_formula():
 
 @pytest.mark.slow
 def test_auxiliary_filter_likelihood_is_unbiased():
-    from statemix_sk import kalman_filter
-
     Y, _, model = make_linear_gaussian(15, random_state=3)
     exact = kalman_filter(Y, model).log_likelihood
     ratios = _likelihood_ratios(
@@ -487,5 +489,5 @@ def test_the_gradient_reaches_the_model_through_autograd_numpy():
             Y, scaled, n_particles=20, ess_threshold=0.0, random_state=0
         ).log_likelihood
 
-    np.random.seed(2)
+    np.random.seed(2)  # noqa: NPY002 (check_grads uses the global generator)
     check_grads(log_likelihood, modes=["rev"], order=1)(1.0)

@@ -37,8 +37,7 @@ def _joint_gaussian(model, n_steps):
     """Mean and covariance of (x_1..x_T, y_1..y_T) stacked, by brute force."""
     A, Q = model.transition_matrix, model.process_covariance
     H, R = model.observation.observation_matrix, model.observation.noise_covariance
-    dx, dy = A.shape[0], H.shape[0]
-    means, blocks = [], {}
+    dx = A.shape[0]
     mean, covariance = model.initial_mean, np.diag(model.initial_scale**2)
     state_means, state_cov = [], {}
     for t in range(n_steps):
@@ -54,8 +53,7 @@ def _joint_gaussian(model, n_steps):
     Hbig = np.kron(np.eye(n_steps), H)
     Sy = Hbig @ Sx @ Hbig.T + np.kron(np.eye(n_steps), R)
     mx = np.concatenate(state_means)
-    del means, blocks
-    return mx, Sx, Hbig @ mx, Sy, Sx @ Hbig.T, dx, dy
+    return mx, Sx, Hbig @ mx, Sy, Sx @ Hbig.T, dx
 
 
 @pytest.mark.parametrize("full_noise", [True, False])
@@ -70,7 +68,7 @@ def test_kalman_filter_matches_the_joint_gaussian(full_noise, missing):
         Y[2] = np.nan
         Y[4, 1] = np.nan
         Y[5, [0, 2]] = np.nan
-    mx, Sx, my, Sy, Sxy, dx, dy = _joint_gaussian(model, n_steps)
+    mx, Sx, my, Sy, Sxy, dx = _joint_gaussian(model, n_steps)
     observed = ~np.isnan(Y.ravel())
     y_obs = Y.ravel()[observed]
     Sy_obs = Sy[np.ix_(observed, observed)]
