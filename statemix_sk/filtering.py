@@ -4,16 +4,23 @@ One loop serves every filter in statemix-sk: the bootstrap filter, the learned
 Gaussian-mixture proposal of StateMixNN, and the auxiliary filters. They differ only
 in the *proposal* object handed to :func:`particle_filter`, which supplies
 
-``first_stage_log_weights(model, particles, log_weights, y)`` -> (N,) or None
+``first_stage_log_weights(model, particles, log_weights, y)`` -> (n,) or None
     The auxiliary weights ``log eta`` of the previous particles (None: all 1, as in
     the bootstrap and learned filters). A filter with first-stage weights always
     resamples.
 ``propose(model, x_prev, y, rng, context)`` -> ``(x, log_ratio)``
-    New particles ``x`` (N, n_states), one per row of ``x_prev`` (the previous
+    New particles ``x`` (n, n_states), one per row of ``x_prev`` (the previous
     particles already picked by the ancestors), and ``log f(x | .) - log q(x | .)``
     per particle (None when ``q = f``, which saves computing two equal densities).
     ``context`` is a :class:`PreviousCloud` with the whole previous cloud, for
     proposals and weights that use it (the improved auxiliary filter's do).
+
+**Several series at once.** ``Y`` may hold ``B`` series of equal length (pad shorter
+ones with NaN rows, which contribute nothing). Their particle clouds are stacked
+into one array of ``n = B * N`` rows, series after series, and ``y`` is given per row
+(shape (n, n_outputs)), so that models, observation models and proposals only ever
+see rows; each series is weighted, normalised and resampled on its own. One pass
+over ``B`` series costs autograd's per-call overhead once instead of ``B`` times.
 
 At step ``t`` with particles ``x_{t-1}`` and normalised log-weights ``log W``:
 
@@ -34,8 +41,9 @@ mixture-component choice gives a proposal's mixture weights only the gradient of
 the density terms.
 
 **Missing observations**: NaN entries of ``y`` are missing. The observation density
-uses the observed entries only (none: no term at all), and at any step with a NaN
-the proposal is not used: the transition is (a bootstrap step).
+uses the observed entries only (none: no term at all), and at any step where a
+series has a NaN the proposal is not used for it: the transition is (a bootstrap
+step, with no first-stage weights).
 
 Everything is in the log domain. Random draws and ancestor indices are constants
 for autograd; the reported summaries (means, scales, ESS) are computed from the
@@ -46,7 +54,6 @@ from typing import NamedTuple
 
 import autograd.numpy as np
 import numpy
-from autograd.scipy.special import logsumexp
 from autograd.tracer import getval
 
 from ._utils import (
@@ -54,6 +61,7 @@ from ._utils import (
     check_observations,
     check_positive_int,
     ess_from_log_weights,
+    logsumexp,
 )
 from .resampling import get_resampling_scheme, should_resample
 
@@ -64,20 +72,24 @@ class PreviousCloud(NamedTuple):
     """The previous step's particle system, handed to a proposal."""
 
     particles: object
-    """(N, n_states): ``x_{t-1}``, before resampling."""
+    """(B * N, n_states): ``x_{t-1}`` of every series, before resampling."""
     log_weights: object
-    """(N,): normalised ``log W_{t-1}``."""
+    """(B, N): normalised ``log W_{t-1}`` of each series."""
     ancestors: numpy.ndarray
-    """(N,): the index in ``particles`` of each new particle's parent."""
+    """(B * N,): the row in ``particles`` of each new particle's parent."""
     first_stage_log_weights: object
-    """(N,) or None: the ``log eta`` of ``particles``."""
+    """(B * N,) or None: the ``log eta`` of ``particles``."""
+    n_series: int
+    """``B``, the number of series filtered together."""
 
 
 class FilterResult(NamedTuple):
     """What :func:`particle_filter` returns.
 
-    ``log_likelihood`` and ``log_likelihood_increments`` are differentiable (traced
-    when the parameters are); the rest are plain arrays.
+    For one series (``Y`` 2-D) the shapes are as listed; for ``B`` series (``Y``
+    3-D) every field has a leading axis of length ``B`` (``log_likelihood`` has
+    shape (B,)). ``log_likelihood`` and ``log_likelihood_increments`` are
+    differentiable (traced when the parameters are); the rest are plain arrays.
     """
 
     log_likelihood: object
@@ -106,7 +118,7 @@ class BootstrapProposal:
     """Propose from the model's transition (``q = f``): the bootstrap filter."""
 
     def first_stage_log_weights(self, model, particles, log_weights, y):
-        """None: no auxiliary weights."""
+        """Return None: no auxiliary weights."""
         return None
 
     def propose(self, model, x_prev, y, rng, context):
@@ -120,17 +132,41 @@ class BootstrapProposal:
 _BOOTSTRAP = BootstrapProposal()
 
 
-def _check_frozen(frozen, n_steps, n_particles):
-    """Check that a frozen run is a full FilterResult of the same size."""
+def _check_series(Y, n_outputs):
+    """Validate one series (2-D) or several of equal length (3-D); return 3-D."""
+    array = numpy.asarray(Y) if not hasattr(Y, "ndim") else Y
+    if getattr(array, "ndim", None) == 3:
+        n_series, n_steps, n_features = array.shape
+        if n_series == 0:
+            raise ValueError("Y must hold at least one series, got 0.")
+        flat = check_observations(
+            numpy.reshape(array, (n_series * n_steps, n_features)),
+            "Y",
+            n_features=n_outputs,
+        )
+        return flat.reshape(n_series, n_steps, n_features), True
+    return check_observations(Y, "Y", n_features=n_outputs)[None], False
+
+
+def _frozen_arrays(frozen, batched, shape):
+    """Return the frozen run's decisions with a series axis, checking their size."""
     if frozen.ancestors is None or frozen.resampling_log_weights is None:
         raise ValueError(
             "frozen must be a FilterResult computed with return_particles=True."
         )
-    if frozen.ancestors.shape != (n_steps, n_particles):
+    ancestors = frozen.ancestors if batched else frozen.ancestors[None]
+    if ancestors.shape != shape:
         raise ValueError(
-            f"frozen has ancestors of shape {frozen.ancestors.shape}, but this run "
-            f"needs ({n_steps}, {n_particles})."
+            f"frozen has ancestors for {ancestors.shape} (series, steps, particles), "
+            f"but this run needs {shape}."
         )
+    if batched:
+        return frozen.resampled, ancestors, frozen.resampling_log_weights
+    return (
+        frozen.resampled[None],
+        ancestors,
+        frozen.resampling_log_weights[None],
+    )
 
 
 def particle_filter(
@@ -145,18 +181,20 @@ def particle_filter(
     return_particles=False,
     frozen=None,
 ):
-    """Run a particle filter over one series.
+    """Run a particle filter over one series, or several series together.
 
     Parameters
     ----------
-    Y : array-like of shape (n_steps, n_outputs)
-        One series of observations, time down the rows; NaN entries are missing.
+    Y : array-like of shape (n_steps, n_outputs) or (n_series, n_steps, n_outputs)
+        Observations, time down the rows; NaN entries are missing. A 3-D array is
+        several series of the same length, filtered independently in one pass.
     model : state-space model
         See :mod:`statemix_sk.models` for the protocol: the transition ``f``, the
         observation ``g`` and the initial distribution.
     proposal : object, default=None
         See the module docstring; None is the bootstrap filter.
     n_particles : int, default=100
+        ``N``, per series.
     resampling : {"systematic", "stratified", "multinomial", "residual"}, \
 default="systematic"
     ess_threshold : float in [0, 1], default=1.0
@@ -184,93 +222,175 @@ default="systematic"
     >>> result.filtered_means.shape
     (20, 4)
     """
-    Y = check_observations(Y, "Y", n_features=model.observation.n_outputs)
+    Y, batched = _check_series(Y, model.observation.n_outputs)
     n_particles = check_positive_int(n_particles, "n_particles")
     if not 0.0 <= ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}.")
     scheme = get_resampling_scheme(resampling)
     rng = as_generator(random_state)
     proposal = _BOOTSTRAP if proposal is None else proposal
-    n_steps = Y.shape[0]
+    n_series, n_steps, _ = Y.shape
+    n_rows = n_series * n_particles
     if frozen is not None:
-        _check_frozen(frozen, n_steps, n_particles)
+        frozen_resampled, frozen_ancestors, frozen_reference = _frozen_arrays(
+            frozen, batched, (n_series, n_steps, n_particles)
+        )
     log_n = numpy.log(n_particles)
-    identity = numpy.arange(n_particles)
+    # Row offsets of each series' block, to turn per-series ancestors into rows.
+    offsets = (numpy.arange(n_series) * n_particles)[:, None]
+    identity = numpy.broadcast_to(numpy.arange(n_particles), (n_series, n_particles))
+    observed = ~numpy.isnan(Y)
+    fully_observed = observed.all(axis=2)
 
-    particles = model.sample_initial(n_particles, rng)
-    log_weights = numpy.full(n_particles, -log_n)
-    increments, means, scales, ess, resampled = [], [], [], [], []
-    history = {"particles": [], "log_weights": [], "ancestors": [], "reference": []}
-    for t, y in enumerate(Y):
-        observed = ~numpy.isnan(y)
-        step_proposal = proposal if observed.all() else _BOOTSTRAP
+    particles = model.sample_initial(n_rows, rng)
+    log_weights = numpy.full((n_series, n_particles), -log_n)
+    records = {
+        key: []
+        for key in (
+            "increments",
+            "means",
+            "scales",
+            "ess",
+            "resampled",
+            "particles",
+            "log_weights",
+            "ancestors",
+            "reference",
+        )
+    }
+    for t in range(n_steps):
+        uses_proposal = fully_observed[:, t]
+        y_rows = numpy.repeat(Y[:, t], n_particles, axis=0)
+        if uses_proposal.all():
+            step_proposal, proposal_rows = proposal, None
+        elif not uses_proposal.any():
+            step_proposal, proposal_rows = _BOOTSTRAP, None
+        else:
+            # Some series miss an entry: they take a bootstrap step (below); the
+            # proposal sees zeros there, so nothing NaN enters the computation.
+            step_proposal = proposal
+            proposal_rows = numpy.repeat(uses_proposal, n_particles)
+        y_proposal = (
+            y_rows
+            if proposal_rows is None
+            else numpy.where(proposal_rows[:, None], y_rows, 0.0)
+        )
+
         log_eta = step_proposal.first_stage_log_weights(
-            model, particles, log_weights, y
+            model, particles, log_weights, y_proposal
+        )
+        if log_eta is not None:
+            log_eta = np.reshape(log_eta, (n_series, n_particles))
+            if proposal_rows is not None:
+                log_eta = np.where(uses_proposal[:, None], log_eta, 0.0)
+        values = getval(log_weights)
+        if frozen is not None:
+            resample = frozen_resampled[:, t]
+        elif log_eta is not None:
+            resample = numpy.ones(n_series, dtype=bool)
+        else:
+            resample = numpy.array(
+                [should_resample(row, ess_threshold) for row in values]
+            )
+
+        if log_eta is None:
+            # W is normalised, so v = W needs no renormalising: sum(v) = 1.
+            log_resampling = log_weights
+        else:
+            log_v = log_weights + log_eta
+            log_total = logsumexp(log_v, axis=1, keepdims=True)
+            log_resampling = log_v - log_total
+        resampling_values = getval(log_resampling)
+        ancestors = identity.copy()
+        for series in numpy.flatnonzero(resample):
+            ancestors[series] = scheme(numpy.exp(resampling_values[series]), rng)
+        if frozen is not None:
+            # Drawn above all the same, so that the proposals' random numbers stay
+            # those of the frozen run.
+            ancestors = frozen_ancestors[:, t]
+        rows = (ancestors + offsets).ravel()
+        gathered = np.reshape(
+            np.reshape(log_resampling, (-1,))[rows], (n_series, n_particles)
         )
         if frozen is not None:
-            resample = bool(frozen.resampled[t])
+            reference = frozen_reference[:, t]
         else:
-            resample = log_eta is not None or should_resample(
-                getval(log_weights), ess_threshold
+            reference = numpy.where(resample[:, None], getval(gathered), 0.0)
+        # A resampled particle carries log vbar_a - stop_gradient(log vbar_a)
+        # (zero in value; its gradient is the score of the ancestor choice) plus
+        # log sum(v) - log N - log eta_a; one that was not resampled carries log W.
+        log_carried = gathered + numpy.where(resample[:, None], -reference - log_n, 0.0)
+        if log_eta is not None:
+            eta_rows = np.reshape(log_eta, (-1,))[rows]
+            log_carried = (
+                log_carried + log_total - np.reshape(eta_rows, (n_series, n_particles))
             )
-        if resample:
-            if log_eta is None:
-                # W is normalised, so v = W needs no renormalising: sum(v) = 1.
-                log_resampling = log_weights
-                log_carried = -log_n
-            else:
-                log_v = log_weights + log_eta
-                log_total = logsumexp(log_v)
-                log_resampling = log_v - log_total
-                log_carried = log_total - log_n
-            ancestors = scheme(numpy.exp(getval(log_resampling)), rng)
-            reference = getval(log_resampling)[ancestors]
-            if frozen is not None:
-                # Drawn above all the same, so that the proposals' random numbers
-                # stay those of the frozen run.
-                ancestors = frozen.ancestors[t]
-                reference = frozen.resampling_log_weights[t]
-            # Zero in value; its gradient is the score of the ancestor choice.
-            log_carried = log_carried + (log_resampling[ancestors] - reference)
-            if log_eta is not None:
-                log_carried = log_carried - log_eta[ancestors]
-            x_prev = particles[ancestors]
-        else:
-            ancestors, reference = identity, numpy.zeros(n_particles)
-            log_carried, x_prev = log_weights, particles
-        context = PreviousCloud(particles, log_weights, ancestors, log_eta)
-        particles, log_ratio = step_proposal.propose(model, x_prev, y, rng, context)
-        log_w = log_carried if log_ratio is None else log_carried + log_ratio
-        if observed.any():
-            log_w = log_w + model.observation.log_density(particles, y)
-        increment = logsumexp(log_w)
+        x_prev = particles[rows]
+        context = PreviousCloud(particles, log_weights, rows, log_eta, n_series)
+        particles, log_ratio = step_proposal.propose(
+            model, x_prev, y_proposal, rng, context
+        )
+        if proposal_rows is not None:
+            bootstrap = model.sample_transition(x_prev, rng)
+            particles = np.where(proposal_rows[:, None], particles, bootstrap)
+            if log_ratio is not None:
+                log_ratio = np.where(proposal_rows, log_ratio, 0.0)
+        log_w = log_carried
+        if log_ratio is not None:
+            log_w = log_w + np.reshape(log_ratio, (n_series, n_particles))
+        if observed[:, t].any():
+            log_w = log_w + np.reshape(
+                model.observation.log_density(particles, y_rows),
+                (n_series, n_particles),
+            )
+        increment = logsumexp(log_w, axis=1, keepdims=True)
         log_weights = log_w - increment
 
-        increments.append(increment)
+        records["increments"].append(increment)
         weight_values = numpy.exp(getval(log_weights))
-        particle_values = getval(particles)
-        mean = weight_values @ particle_values
-        means.append(mean)
-        scales.append(numpy.sqrt(weight_values @ (particle_values - mean) ** 2))
-        ess.append(ess_from_log_weights(getval(log_weights)))
-        resampled.append(resample)
+        particle_values = numpy.reshape(getval(particles), (n_series, n_particles, -1))
+        mean = numpy.einsum("bn,bnd->bd", weight_values, particle_values)
+        spread = numpy.einsum(
+            "bn,bnd->bd", weight_values, (particle_values - mean[:, None]) ** 2
+        )
+        records["means"].append(mean)
+        records["scales"].append(numpy.sqrt(spread))
+        records["ess"].append(
+            [ess_from_log_weights(row) for row in getval(log_weights)]
+        )
+        records["resampled"].append(resample)
         if return_particles:
-            history["particles"].append(particle_values)
-            history["log_weights"].append(getval(log_weights))
-            history["ancestors"].append(ancestors)
-            history["reference"].append(reference)
+            records["particles"].append(particle_values)
+            records["log_weights"].append(getval(log_weights))
+            records["ancestors"].append(ancestors)
+            records["reference"].append(reference)
 
-    increments = np.stack(increments)
-    stacked = {key: numpy.array(value) for key, value in history.items()}
-    return FilterResult(
-        log_likelihood=np.sum(increments),
+    increments = np.concatenate(records["increments"], axis=1)
+    stacked = {
+        key: numpy.stack(records[key], axis=1) if records[key] else None
+        for key in (
+            "means",
+            "scales",
+            "ess",
+            "resampled",
+            "particles",
+            "log_weights",
+            "ancestors",
+            "reference",
+        )
+    }
+    result = FilterResult(
+        log_likelihood=np.sum(increments, axis=1),
         log_likelihood_increments=increments,
-        filtered_means=numpy.array(means),
-        filtered_scales=numpy.array(scales),
-        ess=numpy.array(ess),
-        resampled=numpy.array(resampled),
-        particles=stacked["particles"] if return_particles else None,
-        log_weights=stacked["log_weights"] if return_particles else None,
-        ancestors=stacked["ancestors"] if return_particles else None,
-        resampling_log_weights=stacked["reference"] if return_particles else None,
+        filtered_means=stacked["means"],
+        filtered_scales=stacked["scales"],
+        ess=stacked["ess"],
+        resampled=stacked["resampled"],
+        particles=stacked["particles"],
+        log_weights=stacked["log_weights"],
+        ancestors=stacked["ancestors"],
+        resampling_log_weights=stacked["reference"],
     )
+    if batched:
+        return result
+    return FilterResult(*(None if field is None else field[0] for field in result))

@@ -68,7 +68,9 @@ class MixtureTransitionModel:
     def __init__(
         self, params, head, input_stats, observation, initial_mean, initial_scale
     ):
-        self.params = params
+        # Unpacked once here: autograd records every container access, and the
+        # filter applies the network at every step.
+        self.params = [tuple(layer) for layer in params]
         self.head = head
         self.input_stats = input_stats
         self.observation = observation
@@ -123,7 +125,7 @@ class MixtureProposal:
     """
 
     def __init__(self, params, head, input_stats):
-        self.params = params
+        self.params = [tuple(layer) for layer in params]
         self.head = head
         self.input_stats = input_stats
 

@@ -22,8 +22,9 @@ from typing import NamedTuple
 
 import autograd.numpy as np
 import numpy
-from autograd.scipy.special import logsumexp
 from autograd.tracer import getval
+
+from ._utils import logsumexp
 
 __all__ = [
     "GaussianMixture",

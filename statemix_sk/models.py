@@ -133,6 +133,10 @@ class _GaussianNoiseObservation:
         self.n_outputs = self.noise_covariance.shape[0]
         self.noise_scale = numpy.sqrt(numpy.diag(self.noise_covariance))
         self._noise_cholesky = numpy.linalg.cholesky(self.noise_covariance)
+        self._whitening = scipy.linalg.solve_triangular(
+            self._noise_cholesky, numpy.eye(self.n_outputs), lower=True
+        )
+        self._log_det = numpy.sum(numpy.log(numpy.diag(self._noise_cholesky)))
 
     def log_density(self, x, y):
         """Log-density of the observation ``y`` given each state.
@@ -140,41 +144,68 @@ class _GaussianNoiseObservation:
         Parameters
         ----------
         x : array of shape (n, n_states)
-        y : ndarray of shape (n_outputs,)
-            NaN entries are missing: the density is that of the observed entries
-            only (the marginal, with the observed sub-block of the covariance).
+        y : ndarray of shape (n_outputs,) or (n, n_outputs)
+            One observation for every state, or one per state. NaN entries are
+            missing: the density is that of the observed entries only (the
+            marginal, with the observed sub-block of the covariance).
 
         Returns
         -------
         log_density : array of shape (n,)
-            Zeros when nothing is observed.
+            Zero for a row where nothing is observed.
         """
+        y = numpy.asarray(y, dtype=float)
         observed = ~numpy.isnan(y)
-        if not observed.any():
-            return numpy.zeros(numpy.shape(x)[0])
         predicted = self.mean(x)
         if observed.all():
             residuals = y - predicted
-            covariance_cholesky, scale = self._noise_cholesky, self.noise_scale
+            n_observed = self.n_outputs
+            if self._diagonal:
+                whitened = residuals / self.noise_scale
+                log_det = self._log_det
+            else:
+                whitened = np.dot(residuals, self._whitening.T)
+                log_det = self._log_det
         else:
-            residuals = y[observed] - predicted[:, observed]
-            scale = self.noise_scale[observed]
-            covariance_cholesky = numpy.linalg.cholesky(
-                self.noise_covariance[numpy.ix_(observed, observed)]
-            )
-        if self._diagonal:
-            whitened = residuals / scale
-            log_det = numpy.sum(numpy.log(scale))
-        else:
-            whitening = scipy.linalg.solve_triangular(
-                covariance_cholesky, numpy.eye(len(covariance_cholesky)), lower=True
-            )
-            whitened = np.dot(residuals, whitening.T)
-            log_det = numpy.sum(numpy.log(numpy.diag(covariance_cholesky)))
-        n_observed = int(observed.sum())
+            residuals = numpy.where(observed, y, 0.0) - predicted
+            n_observed = observed.sum(axis=-1)
+            if self._diagonal:
+                inverse_scale = numpy.where(observed, 1.0 / self.noise_scale, 0.0)
+                whitened = residuals * inverse_scale
+                log_det = numpy.sum(
+                    numpy.where(observed, numpy.log(self.noise_scale), 0.0), axis=-1
+                )
+            else:
+                whitening, log_det = self._masked_whitening(observed)
+                whitened = np.einsum("...ij,...j->...i", whitening, residuals)
         return (
-            -0.5 * np.sum(whitened**2, axis=1) - log_det - 0.5 * n_observed * _LOG_2PI
+            -0.5 * np.sum(whitened**2, axis=-1) - log_det - 0.5 * n_observed * _LOG_2PI
         )
+
+    def _masked_whitening(self, observed):
+        """Whitening matrices and log-determinants for the observed entries.
+
+        For each row of ``observed`` (n_outputs,) the inverse Cholesky factor of
+        the observed sub-block of the covariance, embedded with zeros for the
+        missing entries; rows sharing a pattern share the computation.
+        """
+        patterns, inverse = numpy.unique(
+            numpy.atleast_2d(observed), axis=0, return_inverse=True
+        )
+        whitenings = numpy.zeros((len(patterns), self.n_outputs, self.n_outputs))
+        log_dets = numpy.zeros(len(patterns))
+        for index, pattern in enumerate(patterns):
+            if pattern.any():
+                block = numpy.ix_(pattern, pattern)
+                cholesky = numpy.linalg.cholesky(self.noise_covariance[block])
+                whitenings[index][block] = scipy.linalg.solve_triangular(
+                    cholesky, numpy.eye(len(cholesky)), lower=True
+                )
+                log_dets[index] = numpy.sum(numpy.log(numpy.diag(cholesky)))
+        inverse = inverse.ravel()
+        if numpy.ndim(observed) == 1:
+            return whitenings[0], log_dets[0]
+        return whitenings[inverse], log_dets[inverse]
 
     def sample(self, x, rng):
         """Draw one observation per state: ``mean(x) + v``.
