@@ -7,6 +7,7 @@ datasets of the experiments and the one differentiable particle-filter loop.
 
 from . import datasets, filtering, mixtures, models, networks, resampling
 from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
+from .estimator import StateMixFilter
 from .filtering import FilterResult, particle_filter
 from .models import (
     GaussianObservation,
@@ -26,6 +27,7 @@ __all__ = [
     "LinearGaussianModel",
     "LinearGaussianObservation",
     "Lorenz96Model",
+    "StateMixFilter",
     "__version__",
     "datasets",
     "filtering",

@@ -13,6 +13,8 @@ Both are plain objects around a parameter list, built inside the objective that
 autograd differentiates; :func:`init_mixture_network` draws such a list.
 """
 
+from typing import NamedTuple
+
 import autograd.numpy as np
 import numpy
 
@@ -21,7 +23,12 @@ from .mixtures import GaussianMixture, mixture_log_density, sample_mixture
 from .models import simulate
 from .networks import apply_mixture_head, apply_mlp, init_mlp, standardize
 
-__all__ = ["MixtureProposal", "MixtureTransitionModel", "init_mixture_network"]
+__all__ = [
+    "MixtureProposal",
+    "MixtureTransitionModel",
+    "StateMixSpec",
+    "init_mixture_network",
+]
 
 
 def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng):
@@ -146,3 +153,57 @@ class MixtureProposal:
             proposal, x
         )
         return x, log_ratio
+
+
+class StateMixSpec(NamedTuple):
+    """Everything but the parameters that a StateMixNN filter needs.
+
+    ``build(params)`` turns a parameter dict ``{"transition": [...], "proposal":
+    [...]}`` into the model and proposal for :func:`statemix_sk.filtering.\
+particle_filter`; :meth:`init_params` draws such a dict.
+    """
+
+    transition_head: object
+    """MixtureHead of the transition network."""
+    proposal_head: object
+    """MixtureHead of the proposal network."""
+    input_stats: object
+    """Standardizer of the previous state, for both networks."""
+    observation: object
+    """The known observation model."""
+    initial_mean: numpy.ndarray
+    """(n_states,): mean of the initial distribution."""
+    initial_scale: numpy.ndarray
+    """(n_states,): standard deviations of the initial distribution."""
+    hidden_layer_sizes: tuple
+    """Hidden layer sizes of both networks."""
+
+    def init_params(self, rng):
+        """Draw initial parameters for both networks."""
+        n_states = self.transition_head.n_dims
+        return {
+            "transition": init_mixture_network(
+                self.transition_head, n_states, self.hidden_layer_sizes, rng
+            ),
+            "proposal": init_mixture_network(
+                self.proposal_head,
+                n_states + self.observation.n_outputs,
+                self.hidden_layer_sizes,
+                rng,
+            ),
+        }
+
+    def build(self, params):
+        """Return ``(model, proposal)`` for these parameters."""
+        model = MixtureTransitionModel(
+            params["transition"],
+            self.transition_head,
+            self.input_stats,
+            self.observation,
+            self.initial_mean,
+            self.initial_scale,
+        )
+        proposal = MixtureProposal(
+            params["proposal"], self.proposal_head, self.input_stats
+        )
+        return model, proposal

@@ -1,0 +1,706 @@
+"""StateMixFilter: the scikit-learn estimator that learns a state-space model.
+
+The only module (besides input checks) that uses scikit-learn's estimator API. It
+validates parameters and data, chooses the networks' scales from the data, and
+hands the numerics to :mod:`statemix_sk.training` and
+:mod:`statemix_sk.filtering`.
+"""
+
+import copy
+import warnings
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._utils import check_scale
+from .filtering import FilterResult, particle_filter
+from .learned import StateMixSpec
+from .models import LinearGaussianObservation, simulate
+from .networks import Standardizer, make_mixture_head
+from .resampling import RESAMPLING_SCHEMES
+from .training import (
+    TrainingSettings,
+    count_observed_steps,
+    fit_restarts,
+    resolve_window_schedule,
+)
+
+__all__ = ["StateMixFilter"]
+
+# Every standard deviation of the networks' mixtures stays within these multiples
+# of the data's increment spread (the bounded scale link).
+_SCALE_BOUNDS = (0.01, 10.0)
+
+
+def _pad(series):
+    """Stack series of possibly different lengths into one NaN-padded 3-D array."""
+    n_steps = max(len(one) for one in series)
+    padded = numpy.full((len(series), n_steps, series[0].shape[1]), numpy.nan)
+    for index, one in enumerate(series):
+        padded[index, : len(one)] = one
+    return padded
+
+
+def _spread(values, axis):
+    """Return the NaN-ignoring standard deviation, 1 where it is 0 or undefined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = numpy.nanstd(values, axis=axis)
+    return numpy.where(numpy.isfinite(spread) & (spread > 0), spread, 1.0)
+
+
+class StateMixFilter(TransformerMixin, BaseEstimator):
+    """Learn a non-linear state-space model from observations (StateMixNN).
+
+    A particle filter whose transition ``f(x_t | x_{t-1})`` and proposal
+    ``pi(x_t | x_{t-1}, y_t)`` are Gaussian mixtures whose weights, means and
+    scales come from two small dense networks, trained by maximising the filter's
+    log-likelihood estimate (differentiated through the filter with stop-gradient
+    resampling), alternating between the two networks, on growing windows of the
+    series. The observation model is known.
+
+    Parameters
+    ----------
+    n_components : int, default=3
+        Mixture components ``S`` of the transition and of the proposal.
+    hidden_layer_sizes : tuple of int, default=(32, 32)
+        Hidden layers of both networks (``tanh``).
+    n_particles : int, default=100
+        Particles ``N`` per series, in training and after.
+    observation : observation model, default=None
+        The known ``g(y | x)``: a :class:`~statemix_sk.models.\
+LinearGaussianObservation`, a :class:`~statemix_sk.models.GaussianObservation` or
+        any object with the same members. None means ``y = x + v`` with ``v`` of
+        standard deviation ``observation_noise``; the state then has as many
+        components as ``Y`` has features.
+    observation_noise : float or array-like of shape (n_features,), default=None
+        Standard deviation(s) of the observation noise when ``observation`` is
+        None (None means 1.0). Setting it together with ``observation`` is an
+        error.
+    covariance_type : {"diag", "full"}, default="diag"
+        Covariance of each mixture component.
+    initial_state_mean : float or array-like of shape (n_states,), default=None
+        Mean of the initial distribution ``x_0``. None: for a linear observation,
+        the least-squares state of the first observation (averaged over the
+        training series); for any other, 0.
+    initial_state_scale : float or array-like of shape (n_states,), default=None
+        Standard deviation(s) of ``x_0``. None: for a linear observation, the
+        spread of the least-squares states over the data; for any other, 1.
+    max_iter : int, default=60
+        Maximum number of iterations (each ``n_transition_steps`` plus
+        ``n_proposal_steps`` Adam steps), windows included.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the evaluated log-likelihood per
+        step between two evaluations on the whole series.
+    learning_rate : float, default=0.01
+        Adam's step size.
+    window_schedule : sequence of (window, n_iterations), \
+default=((0.1, 0.1), (0.25, 0.15), (0.5, 0.25))
+        The growing windows that precede training on the whole series (observation
+        batching). ``window`` is a number of steps (int) or a fraction of the
+        longest series (float); ``n_iterations`` a count (int) or a fraction of
+        ``max_iter`` (float). The rest of ``max_iter`` goes to the whole series.
+    n_transition_steps : int, default=2
+        Adam steps on the transition network per iteration (proposal fixed).
+    n_proposal_steps : int, default=2
+        Adam steps on the proposal network per iteration (transition fixed).
+    eval_every : int, default=5
+        Iterations between two fixed-seed evaluations (recorded in ``history_``).
+    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
+default="systematic"
+    ess_threshold : float in [0, 1], default=1.0
+        Resample when ``ESS / N`` falls to it (1: at every step).
+    n_init : int, default=1
+        Independent restarts; the one with the best fixed-seed log-likelihood on
+        the training data is kept.
+    n_jobs : int, default=None
+        Processes for the restarts (joblib).
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+        1 prints one line per evaluation.
+    warm_start : bool, default=False
+        Start from the previous fit's parameters (a single run: ``n_init`` is
+        ignored).
+
+    Attributes
+    ----------
+    params_ : dict
+        ``{"transition": [(W, b), ...], "proposal": [(W, b), ...]}``.
+    model_ : MixtureTransitionModel
+        The learned state-space model (simulate it with :meth:`sample`).
+    proposal_ : MixtureProposal
+        The learned proposal.
+    observation_ : observation model
+        The observation model used.
+    n_states_ : int
+        State dimension.
+    initial_state_mean_, initial_state_scale_ : ndarray of shape (n_states,)
+    log_likelihood_ : float
+        Fixed-seed log-likelihood per observed step on the training data.
+    restart_scores_ : ndarray of shape (n_init,)
+        The same score for every restart (NaN where a restart diverged entirely).
+    n_iter_ : int
+        Iterations run by the kept restart.
+    converged_ : bool
+        Whether the kept restart met ``tol`` on the whole series.
+    history_ : list of Evaluation
+        ``(iteration, window, phase, log_likelihood, seconds)`` of the kept
+        restart.
+    n_features_in_ : int
+
+    Notes
+    -----
+    In a :class:`~sklearn.pipeline.Pipeline` after a scaler, the estimator sees
+    scaled observations: ``observation_noise`` is then in scaled units and the
+    predicted states are in the scaled space.
+
+    Examples
+    --------
+    >>> from statemix_sk import StateMixFilter, make_linear_gaussian
+    >>> Y, X, _ = make_linear_gaussian(30, n_sequences=2, random_state=0)
+    >>> model = StateMixFilter(n_components=1, hidden_layer_sizes=(8,), max_iter=3,
+    ...                        n_particles=20, observation_noise=0.7, random_state=0)
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # three iterations do not converge
+    ...     model = model.fit(Y)
+    >>> model.predict(Y).shape
+    (2, 30, 4)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [tuple, list],
+        "n_particles": [Interval(Integral, 1, None, closed="left")],
+        "observation": [None, HasMethods(["log_density", "mean", "sample"])],
+        "observation_noise": [
+            None,
+            Interval(Real, 0, None, closed="neither"),
+            "array-like",
+        ],
+        "covariance_type": [StrOptions({"diag", "full"})],
+        "initial_state_mean": [None, Real, "array-like"],
+        "initial_state_scale": [
+            None,
+            Interval(Real, 0, None, closed="neither"),
+            "array-like",
+        ],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "window_schedule": [tuple, list],
+        "n_transition_steps": [Interval(Integral, 0, None, closed="left")],
+        "n_proposal_steps": [Interval(Integral, 0, None, closed="left")],
+        "eval_every": [Interval(Integral, 1, None, closed="left")],
+        "resampling": [StrOptions(set(RESAMPLING_SCHEMES))],
+        "ess_threshold": [Interval(Real, 0, 1, closed="both")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        n_components=3,
+        *,
+        hidden_layer_sizes=(32, 32),
+        n_particles=100,
+        observation=None,
+        observation_noise=None,
+        covariance_type="diag",
+        initial_state_mean=None,
+        initial_state_scale=None,
+        max_iter=60,
+        tol=1e-3,
+        learning_rate=0.01,
+        window_schedule=((0.1, 0.1), (0.25, 0.15), (0.5, 0.25)),
+        n_transition_steps=2,
+        n_proposal_steps=2,
+        eval_every=5,
+        resampling="systematic",
+        ess_threshold=1.0,
+        n_init=1,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.n_particles = n_particles
+        self.observation = observation
+        self.observation_noise = observation_noise
+        self.covariance_type = covariance_type
+        self.initial_state_mean = initial_state_mean
+        self.initial_state_scale = initial_state_scale
+        self.max_iter = max_iter
+        self.tol = tol
+        self.learning_rate = learning_rate
+        self.window_schedule = window_schedule
+        self.n_transition_steps = n_transition_steps
+        self.n_proposal_steps = n_proposal_steps
+        self.eval_every = eval_every
+        self.resampling = resampling
+        self.ess_threshold = ess_threshold
+        self.n_init = n_init
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.target_tags.required = False
+        return tags
+
+    # ----------------------------------------------------------------------------
+    # Input handling
+    # ----------------------------------------------------------------------------
+
+    def _validate_series(self, Y, *, reset):
+        """Return the series as a list of 2-D float arrays, and the input's kind.
+
+        The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
+        ``"list"`` (a list of 2-D series, lengths free).
+        """
+        if isinstance(Y, list | tuple) and len(Y) > 0 and numpy.ndim(Y[0]) == 2:
+            kind, candidates = "list", list(Y)
+        else:
+            dimensions = getattr(Y, "ndim", None)
+            if dimensions is None:
+                try:
+                    dimensions = numpy.ndim(Y)
+                except ValueError:  # ragged nested lists
+                    dimensions = None
+            if dimensions == 3:
+                kind, candidates = "array", list(numpy.asarray(Y))
+            else:
+                Y = validate_data(
+                    self,
+                    Y,
+                    reset=reset,
+                    dtype=numpy.float64,
+                    ensure_all_finite="allow-nan",
+                    ensure_min_samples=2,
+                )
+                return [Y], "single"
+        if not candidates:
+            raise ValueError("Y must hold at least one series, got none.")
+        series = []
+        for index, candidate in enumerate(candidates):
+            one = check_array(
+                candidate,
+                dtype=numpy.float64,
+                ensure_all_finite="allow-nan",
+                ensure_min_samples=2,
+                input_name=f"Y[{index}]",
+            )
+            if one.shape[1] != series[0].shape[1] if series else False:
+                raise ValueError(
+                    f"Every series in Y must have the same number of features: "
+                    f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
+                )
+            series.append(one)
+        n_features = series[0].shape[1]
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"Y has {n_features} features, but StateMixFilter is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return series, kind
+
+    @staticmethod
+    def _restore(values, series, kind):
+        """Give per-series results (padded, with a series axis) the input's shape."""
+        if kind == "single":
+            return values[0]
+        if kind == "array":
+            return values
+        return [value[: len(one)] for value, one in zip(values, series, strict=True)]
+
+    def _check_settings(self):
+        """Validate the parameters that need more than _parameter_constraints."""
+        sizes = self.hidden_layer_sizes
+        if not all(
+            isinstance(size, Integral) and not isinstance(size, bool) and size > 0
+            for size in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a tuple of positive integers, got "
+                f"{sizes!r}."
+            )
+        for entry in self.window_schedule:
+            valid = (
+                isinstance(entry, tuple | list)
+                and len(entry) == 2
+                and (
+                    (isinstance(entry[0], Integral) and entry[0] >= 2)
+                    or (isinstance(entry[0], float) and 0 < entry[0] <= 1)
+                )
+                and (
+                    (isinstance(entry[1], Integral) and entry[1] >= 0)
+                    or (isinstance(entry[1], float) and 0 <= entry[1] <= 1)
+                )
+            )
+            if not valid:
+                raise ValueError(
+                    "window_schedule must be a sequence of (window, n_iterations) "
+                    "pairs: window an int >= 2 or a fraction in (0, 1], "
+                    "n_iterations an int >= 0 or a fraction in [0, 1]; got "
+                    f"{self.window_schedule!r}."
+                )
+        if self.n_transition_steps == 0 and self.n_proposal_steps == 0:
+            raise ValueError(
+                "n_transition_steps and n_proposal_steps cannot both be 0: nothing "
+                "would be trained."
+            )
+        return tuple(int(size) for size in sizes)
+
+    def _resolve_observation(self, n_features):
+        """Return the observation model: the given one (copied) or ``y = x + v``."""
+        if self.observation is None:
+            noise = 1.0 if self.observation_noise is None else self.observation_noise
+            return LinearGaussianObservation(
+                noise_scale=check_scale(noise, "observation_noise", n_features),
+                n_states=n_features,
+            )
+        if self.observation_noise is not None:
+            raise ValueError(
+                "observation_noise must be None when an observation model is given: "
+                "the observation model carries its own noise."
+            )
+        if self.observation.n_outputs != n_features:
+            raise ValueError(
+                f"observation produces {self.observation.n_outputs} outputs but Y "
+                f"has {n_features} features."
+            )
+        return copy.deepcopy(self.observation)
+
+    def _state_statistics(self, series, observation):
+        """Scales the networks start from, read off the data.
+
+        For a linear observation the least-squares states ``pinv(H) y`` give the
+        standardisation of the networks' input, the increment spread (the
+        random-walk scale that the untrained transition and proposal start with)
+        and the default initial distribution. For any other observation nothing
+        about the state's scale can be read off ``Y``: zero mean, unit scale, and
+        an increment spread of a tenth of the initial scale.
+        """
+        n_states = observation.n_states
+        matrix = getattr(observation, "observation_matrix", None)
+        if matrix is not None:
+            inverse = numpy.linalg.pinv(matrix)
+            states = [one @ inverse.T for one in series]  # NaN stays NaN
+            stacked = numpy.concatenate(states)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = numpy.nanmean(stacked, axis=0)
+                first = numpy.nanmean(numpy.stack([one[0] for one in states]), 0)
+            mean = numpy.where(numpy.isfinite(mean), mean, 0.0)
+            scale = _spread(stacked, axis=0)
+            increments = _spread(
+                numpy.concatenate([numpy.diff(one, axis=0) for one in states]), 0
+            )
+            initial_mean = numpy.where(numpy.isfinite(first), first, mean)
+            initial_scale = scale
+        else:
+            mean, scale = numpy.zeros(n_states), numpy.ones(n_states)
+            initial_mean, initial_scale = mean, scale
+            increments = None
+        if self.initial_state_mean is not None:
+            value = numpy.asarray(self.initial_state_mean, dtype=float)
+            if (
+                value.ndim > 1
+                or (value.ndim == 1 and value.size != n_states)
+                or not (numpy.all(numpy.isfinite(value)))
+            ):
+                raise ValueError(
+                    f"initial_state_mean must be a finite scalar or a vector of "
+                    f"{n_states} entries, got {self.initial_state_mean!r}."
+                )
+            initial_mean = numpy.broadcast_to(value, (n_states,)).copy()
+        if self.initial_state_scale is not None:
+            initial_scale = check_scale(
+                self.initial_state_scale, "initial_state_scale", n_states
+            )
+        if increments is None:
+            increments = 0.1 * initial_scale
+        return Standardizer(mean, scale), increments, initial_mean, initial_scale
+
+    def _settings(self):
+        return TrainingSettings(
+            n_particles=self.n_particles,
+            resampling=self.resampling,
+            ess_threshold=self.ess_threshold,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            learning_rate=self.learning_rate,
+            n_transition_steps=self.n_transition_steps,
+            n_proposal_steps=self.n_proposal_steps,
+            eval_every=self.eval_every,
+            verbose=self.verbose,
+        )
+
+    # ----------------------------------------------------------------------------
+    # Fitting
+    # ----------------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, Y, y=None):
+        """Learn the transition and the proposal from observations alone.
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_steps, n_features), or (n_sequences, n_steps, \
+n_features), or list of array-like of shape (n_steps_i, n_features)
+            One series (2-D), several of the same length (3-D) or several of any
+            lengths (a list). Time down the rows; NaN entries are missing.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : StateMixFilter
+        """
+        hidden_layer_sizes = self._check_settings()
+        series, _ = self._validate_series(Y, reset=True)
+        observation = self._resolve_observation(series[0].shape[1])
+        stats, increments, initial_mean, initial_scale = self._state_statistics(
+            series, observation
+        )
+        n_states = observation.n_states
+
+        def head():
+            return make_mixture_head(
+                self.n_components,
+                n_states,
+                location_scale=increments,
+                initial_scale=increments,
+                scale_bounds=_SCALE_BOUNDS,
+                covariance_type=self.covariance_type,
+            )
+
+        spec = StateMixSpec(
+            head(),
+            head(),
+            stats,
+            observation,
+            initial_mean,
+            initial_scale,
+            hidden_layer_sizes,
+        )
+        Y_padded = _pad(series)
+        schedule = resolve_window_schedule(
+            self.window_schedule, Y_padded.shape[1], self.max_iter
+        )
+        random_state = check_random_state(self.random_state)
+        root_seed, eval_seed = random_state.randint(0, 2**31 - 1, size=2)
+        warm = (
+            self.warm_start
+            and hasattr(self, "params_")
+            and (self.spec_.transition_head == spec.transition_head)
+        )
+        n_init = 1 if warm else self.n_init
+        seed_sequences = numpy.random.SeedSequence(int(root_seed)).spawn(n_init)
+        results = fit_restarts(
+            spec,
+            Y_padded,
+            schedule,
+            self._settings(),
+            seed_sequences,
+            int(eval_seed),
+            n_jobs=self.n_jobs,
+            init_params=self.params_ if warm else None,
+        )
+        for index, result in enumerate(results):
+            if result.diverged:
+                warnings.warn(
+                    f"Restart {index} produced a non-finite log-likelihood or "
+                    f"gradient at iteration {result.n_iter} and was stopped there; "
+                    "its last finite parameters are kept. A smaller learning_rate "
+                    "may help.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        scores = numpy.array([result.score for result in results])
+        finite = numpy.isfinite(scores)
+        if not finite.any():
+            raise ValueError(
+                "Every restart diverged: no parameters gave a finite "
+                "log-likelihood. Check the observation model and its noise against "
+                "the data, or lower learning_rate."
+            )
+        best = results[int(numpy.argmax(numpy.where(finite, scores, -numpy.inf)))]
+        if not best.converged and not best.diverged:
+            warnings.warn(
+                f"StateMixFilter did not converge in max_iter={self.max_iter} "
+                f"iterations (tol={self.tol}). Increase max_iter or tol, or check "
+                "history_.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        model, proposal = spec.build(best.params)
+        # Every fitted attribute is set here, together, after all the work: an
+        # interrupted fit leaves the estimator as it was.
+        self.spec_ = spec
+        self.params_ = best.params
+        self.model_ = model
+        self.proposal_ = proposal
+        self.observation_ = observation
+        self.n_states_ = n_states
+        self.initial_state_mean_ = initial_mean
+        self.initial_state_scale_ = initial_scale
+        self.log_likelihood_ = best.score
+        self.restart_scores_ = numpy.where(finite, scores, numpy.nan)
+        self.n_iter_ = best.n_iter
+        self.converged_ = best.converged
+        self.history_ = best.history
+        self._eval_seed = int(eval_seed)
+        return self
+
+    # ----------------------------------------------------------------------------
+    # After fitting
+    # ----------------------------------------------------------------------------
+
+    def _run_filter(self, Y, return_particles=False):
+        check_is_fitted(self)
+        series, kind = self._validate_series(Y, reset=False)
+        with numpy.errstate(all="ignore"):
+            result = particle_filter(
+                _pad(series),
+                self.model_,
+                self.proposal_,
+                n_particles=self.n_particles,
+                resampling=self.resampling,
+                ess_threshold=self.ess_threshold,
+                random_state=self._eval_seed,
+                return_particles=return_particles,
+            )
+        return result, series, kind
+
+    def filter(self, Y, return_particles=False):
+        """Filter series with the learned model and proposal.
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+        return_particles : bool, default=False
+            Also return the particles, log-weights and ancestors of every step.
+
+        Returns
+        -------
+        result : FilterResult or list of FilterResult
+            For a 2-D ``Y`` one result with the shapes documented by
+            :class:`~statemix_sk.filtering.FilterResult`; for a 3-D ``Y`` one with
+            a leading series axis; for a list, one result per series.
+        """
+        result, series, kind = self._run_filter(Y, return_particles)
+        if kind == "array":
+            return result
+        results = [
+            FilterResult(
+                *(
+                    None
+                    if field is None
+                    else numpy.asarray(field)[index]
+                    if numpy.ndim(field) == 1
+                    else numpy.asarray(field)[index, : len(one)]
+                    for field in result
+                )
+            )
+            for index, one in enumerate(series)
+        ]
+        return results[0] if kind == "single" else results
+
+    def predict(self, Y):
+        """Return the filtered means ``E[x_t | y_1:t]`` under the learned model.
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        states : ndarray of shape (n_steps, n_states), (n_sequences, n_steps, \
+n_states), or list of ndarray
+            In the structure of ``Y``.
+        """
+        result, series, kind = self._run_filter(Y)
+        return self._restore(result.filtered_means, series, kind)
+
+    def transform(self, Y):
+        """Return the filtered means, as :meth:`predict` does (for pipelines)."""
+        return self.predict(Y)
+
+    def score_samples(self, Y):
+        """Log-likelihood increments ``log p(y_t | y_1:t-1)`` per step.
+
+        Returns
+        -------
+        increments : ndarray of shape (n_steps,), (n_sequences, n_steps), or list
+            In the structure of ``Y``; 0 where a row is entirely missing.
+        """
+        result, series, kind = self._run_filter(Y)
+        return self._restore(
+            numpy.asarray(result.log_likelihood_increments), series, kind
+        )
+
+    def score(self, Y, y=None):
+        """Mean log-likelihood per observed time step (higher is better).
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        result, series, _ = self._run_filter(Y)
+        n_observed = count_observed_steps(_pad(series))
+        return float(numpy.sum(result.log_likelihood) / max(n_observed, 1))
+
+    def sample(self, n_steps, n_sequences=None, random_state=None):
+        """Simulate from the learned model.
+
+        Parameters
+        ----------
+        n_steps : int
+        n_sequences : int, default=None
+            None returns 2-D arrays; an int, 3-D arrays.
+        random_state : int, RandomState instance or None, default=None
+            None uses the estimator's ``random_state``.
+
+        Returns
+        -------
+        Y : ndarray of shape (n_steps, n_features) or (n_sequences, n_steps, \
+n_features)
+            Simulated observations.
+        X : ndarray of shape (n_steps, n_states) or (n_sequences, n_steps, \
+n_states)
+            Simulated states.
+        """
+        check_is_fitted(self)
+        rng = check_random_state(
+            self.random_state if random_state is None else random_state
+        )
+        seed = int(rng.randint(0, 2**31 - 1))
+        return simulate(self.model_, n_steps, n_sequences, seed)
