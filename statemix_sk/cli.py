@@ -1,64 +1,98 @@
 """The ``statemix-sk`` command line.
 
-``statemix-sk demo`` filters simulated stochastic Lorenz 96 series with the
-true-model bootstrap particle filter and prints its filtered-state MSE next to the
-observation-only estimate's.
+``statemix-sk demo`` fits :class:`~statemix_sk.StateMixFilter` on simulated
+stochastic Lorenz 96 series (observations only) and compares, on held-out series
+of the same model and with the same number of particles, its filtered-state MSE
+with the true-model bootstrap particle filter's, a random-walk Kalman filter's
+(the best filter without dynamics) and the observation-only estimate's.
 """
 
 import argparse
 import sys
 import time
+import warnings
 
 import numpy
+from sklearn.exceptions import ConvergenceWarning
 
 from . import __version__
+from .baselines import random_walk_model
 from .datasets import make_lorenz96
+from .estimator import StateMixFilter
 from .filtering import particle_filter
+from .models import kalman_filter
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def _mean_and_error(errors):
+    """Format the mean of per-series errors with its standard error."""
+    errors = numpy.asarray(errors)
+    standard_error = errors.std(ddof=1) / numpy.sqrt(errors.size)
+    return f"{errors.mean():7.3f} +/- {standard_error:.3f}"
 
 
 def _demo(args):
-    """Run the demo: bootstrap filter against observation-only on Lorenz 96."""
+    """Fit StateMixFilter on Lorenz 96 and compare it on held-out series."""
     print(
         f"statemix-sk {__version__} demo: stochastic Lorenz 96 (10 states, all "
-        f"observed, noise std 0.5), {args.n_sequences} series of {args.n_steps} "
-        f"steps, seed {args.seed}."
+        f"observed with noise std 0.5), {args.n_train} training and {args.n_test} "
+        f"held-out series of {args.n_steps} steps, N = {args.n_particles} "
+        f"particles, seed {args.seed}.",
+        flush=True,
     )
-    start = time.perf_counter()
     Y, X, model = make_lorenz96(
-        args.n_steps, n_sequences=args.n_sequences, random_state=args.seed
+        args.n_steps, n_sequences=args.n_train + args.n_test, random_state=args.seed
     )
+    Y_train, Y_test, X_test = Y[: args.n_train], Y[args.n_train :], X[args.n_train :]
+    estimator = StateMixFilter(
+        n_components=args.n_components,
+        n_particles=args.n_particles,
+        observation_noise=0.5,
+        max_iter=args.max_iter,
+        random_state=args.seed,
+        verbose=args.verbose,
+    )
+    print(f"Fitting StateMixFilter ({args.max_iter} iterations at most)...", flush=True)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(Y_train)
+    fit_seconds = time.perf_counter() - start
+
+    def errors(estimates):
+        return [
+            numpy.mean((e - x) ** 2) for e, x in zip(estimates, X_test, strict=True)
+        ]
+
+    learned = errors(estimator.predict(Y_test))
     rng = numpy.random.default_rng(args.seed + 1)
-    filter_errors, observation_errors = [], []
-    for series, (y, x) in enumerate(zip(Y, X, strict=True)):
-        result = particle_filter(
+    bootstrap = errors(
+        particle_filter(
             y, model, n_particles=args.n_particles, random_state=rng
-        )
-        filter_errors.append(numpy.mean((result.filtered_means - x) ** 2))
-        # Every component is observed with H = I, so y itself is the
-        # observation-only (least-squares) estimate of x.
-        observation_errors.append(numpy.mean((y - x) ** 2))
-        print(
-            f"  series {series}: bootstrap MSE {filter_errors[-1]:.3f}, "
-            f"observation-only MSE {observation_errors[-1]:.3f}, "
-            f"log-likelihood per step {result.log_likelihood / len(y):.2f}"
-        )
-    elapsed = time.perf_counter() - start
-
-    def summary(errors):
-        errors = numpy.asarray(errors)
-        standard_error = errors.std(ddof=1) / numpy.sqrt(errors.size)
-        return f"{errors.mean():.3f} +/- {standard_error:.3f}"
-
-    print(
-        f"True-model bootstrap filter, N = {args.n_particles}: MSE "
-        f"{summary(filter_errors)}"
+        ).filtered_means
+        for y in Y_test
     )
-    print(
-        f"Observation-only estimate:                MSE {summary(observation_errors)}"
+    walk = random_walk_model(
+        Y_train, model.observation, model.initial_mean, model.initial_scale
     )
-    print(f"({elapsed:.1f} s)")
+    random_walk = errors(kalman_filter(y, walk).filtered_means for y in Y_test)
+    # Every component is observed with H = I: y itself is the least-squares
+    # (observation-only) estimate of x.
+    observation_only = errors(Y_test)
+    print(f"\nFiltered-state MSE on {args.n_test} held-out series (mean +/- s.e.):")
+    rows = [
+        (f"StateMixFilter (learned, S = {args.n_components})", learned),
+        ("bootstrap filter (true model)", bootstrap),
+        ("random-walk Kalman filter", random_walk),
+        ("observation-only", observation_only),
+    ]
+    for name, values in rows:
+        print(f"  {name:36s} {_mean_and_error(values)}")
+    print(
+        f"StateMixFilter: {estimator.n_iter_} iterations, fit in {fit_seconds:.1f} s, "
+        f"held-out log-likelihood per step {estimator.score(Y_test):.2f}."
+    )
     return 0
 
 
@@ -78,12 +112,17 @@ def build_parser():
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="filter simulated Lorenz 96 series with the bootstrap filter"
+        "demo",
+        help="fit StateMixFilter on Lorenz 96 and compare it with baselines",
     )
-    demo.add_argument("--n-particles", type=_positive_int, default=1000)
-    demo.add_argument("--n-sequences", type=_positive_int, default=5)
+    demo.add_argument("--n-particles", type=_positive_int, default=100)
+    demo.add_argument("--n-components", type=_positive_int, default=3)
+    demo.add_argument("--n-train", type=_positive_int, default=5)
+    demo.add_argument("--n-test", type=_positive_int, default=5)
     demo.add_argument("--n-steps", type=_positive_int, default=100)
+    demo.add_argument("--max-iter", type=_positive_int, default=60)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--verbose", type=int, default=1)
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -7,15 +7,32 @@ from statemix_sk import __version__
 from statemix_sk.cli import main
 
 
-def test_demo_prints_the_filter_and_observation_only_errors(capsys):
-    assert (
-        main(["demo", "--n-sequences", "2", "--n-particles", "50", "--n-steps", "20"])
-        == 0
-    )
+def test_demo_fits_and_prints_every_method(capsys):
+    arguments = [
+        "demo",
+        "--n-steps",
+        "15",
+        "--max-iter",
+        "2",
+        "--n-train",
+        "2",
+        "--n-test",
+        "2",
+        "--n-particles",
+        "20",
+        "--verbose",
+        "0",
+    ]
+    assert main(arguments) == 0
     out = capsys.readouterr().out
-    assert "True-model bootstrap filter, N = 50: MSE" in out
-    assert "Observation-only estimate" in out
-    assert out.count("  series ") == 2
+    for row in (
+        "StateMixFilter (learned, S = 3)",
+        "bootstrap filter (true model)",
+        "random-walk Kalman filter",
+        "observation-only",
+    ):
+        assert row in out
+    assert "fit in" in out
 
 
 def test_bad_arguments_exit_with_a_usage_error(capsys):
