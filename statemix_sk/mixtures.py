@@ -18,18 +18,22 @@ sample (the component choice is discrete); they get it through the density terms
 of the importance weight, as the method's documentation explains.
 """
 
+from functools import partial
 from typing import NamedTuple
 
 import autograd.numpy as np
 import numpy
+from autograd.extend import defvjp, primitive
 from autograd.tracer import getval
 
 from ._utils import logsumexp
 
 __all__ = [
     "GaussianMixture",
+    "diag_mixture_log_density",
     "draw_mixture_noise",
     "mixture_log_density",
+    "reference_mixture_log_density",
     "sample_mixture",
     "transform_mixture_noise",
 ]
@@ -57,7 +61,7 @@ class GaussianMixture(NamedTuple):
 
 def _component_log_densities(mixture, x):
     """Log N(x_i | mean_ik, cov_ik) for every item i and component k: (n, S)."""
-    diff = x[:, None, :] - mixture.means
+    diff = np.expand_dims(x, -2) - mixture.means
     n_dims = x.shape[-1]
     if mixture.covariance_type == "diag":
         z = diff / mixture.scales
@@ -69,6 +73,90 @@ def _component_log_densities(mixture, x):
         # (axis1=-1, axis2=-2: the order autograd can differentiate; same diagonal.)
         log_det = np.sum(np.log(np.diagonal(mixture.scales, axis1=-1, axis2=-2)), -1)
     return -0.5 * np.sum(z**2, axis=-1) - log_det - 0.5 * n_dims * _LOG_2PI
+
+
+def reference_mixture_log_density(mixture, x):
+    """Log-density of each item of ``x`` under its own mixture, in plain autograd.
+
+    The straightforward composition of autograd primitives, for any covariance
+    type; :func:`mixture_log_density` uses the fused
+    :func:`diag_mixture_log_density` for diagonal mixtures and this otherwise.
+    Parameters and result as :func:`mixture_log_density`.
+    """
+    log_mixture_weights = mixture.logits - logsumexp(
+        mixture.logits, axis=-1, keepdims=True
+    )
+    return logsumexp(
+        log_mixture_weights + _component_log_densities(mixture, x), axis=-1
+    )
+
+
+def _diag_terms(x, logits, means, scales):
+    """Forward pass of the fused diagonal density, with what the VJP reuses."""
+    z = (x[:, None, :] - means) / scales
+    log_weights = logits - logsumexp(logits, axis=-1, keepdims=True)
+    joint = (
+        log_weights
+        - 0.5 * numpy.sum(z**2, axis=-1)
+        - numpy.sum(numpy.log(scales), axis=-1)
+        - 0.5 * x.shape[-1] * _LOG_2PI
+    )
+    return z, log_weights, joint
+
+
+@primitive
+def diag_mixture_log_density(x, logits, means, scales):
+    """Log-density of diagonal Gaussian mixtures: one autograd primitive.
+
+    Autograd charges a fixed cost per primitive call and the filter evaluates two
+    mixture densities per time step, so this computes in one call what
+    :func:`reference_mixture_log_density` composes from about fifteen, with a
+    hand-derived gradient (checked against it and against finite differences in
+    the tests).
+
+    Parameters
+    ----------
+    x : array of shape (n, n_dims)
+    logits : array of shape (n, n_components)
+    means : array of shape (n, n_components, n_dims)
+    scales : array of shape (n, n_components, n_dims)
+        Standard deviations, strictly positive.
+
+    Returns
+    -------
+    log_density : array of shape (n,)
+    """
+    _, _, joint = _diag_terms(x, logits, means, scales)
+    return logsumexp(joint, axis=-1)
+
+
+def _diag_mixture_vjps(argnum, result, x, logits, means, scales):
+    """VJP of :func:`diag_mixture_log_density` with respect to argument ``argnum``.
+
+    With responsibilities ``r_k = w_k N_k(x) / p(x)`` and ``z = (x - m) / s``:
+    ``d/dx = -sum_k r_k z_k / s_k``, ``d/dlogits = r - softmax(logits)``,
+    ``d/dm_k = r_k z_k / s_k``, ``d/ds_k = r_k (z_k^2 - 1) / s_k``.
+    """
+    z, log_weights, joint = _diag_terms(x, logits, means, scales)
+    responsibilities = numpy.exp(joint - result[:, None])
+
+    def vjp(upstream):
+        weighted = (upstream[:, None] * responsibilities)[..., None]
+        if argnum == 0:
+            return -numpy.sum(weighted * z / scales, axis=1)
+        if argnum == 1:
+            return upstream[:, None] * (responsibilities - numpy.exp(log_weights))
+        if argnum == 2:
+            return weighted * z / scales
+        return weighted * (z**2 - 1.0) / scales
+
+    return vjp
+
+
+defvjp(
+    diag_mixture_log_density,
+    *(partial(_diag_mixture_vjps, argnum) for argnum in range(4)),
+)
 
 
 def mixture_log_density(mixture, x):
@@ -96,12 +184,9 @@ def mixture_log_density(mixture, x):
     >>> mixture_log_density(mixture, numpy.array([[0.0]])).round(6)
     array([-1.418939])
     """
-    log_mixture_weights = mixture.logits - logsumexp(
-        mixture.logits, axis=-1, keepdims=True
-    )
-    return logsumexp(
-        log_mixture_weights + _component_log_densities(mixture, x), axis=-1
-    )
+    if mixture.covariance_type == "diag":
+        return diag_mixture_log_density(x, *mixture)
+    return reference_mixture_log_density(mixture, x)
 
 
 def draw_mixture_noise(mixture, rng):

@@ -18,14 +18,17 @@ from typing import NamedTuple
 
 import autograd.numpy as np
 import numpy
+from autograd.extend import defvjp, defvjp_argnums, primitive
 
 __all__ = [
     "MixtureHead",
     "Standardizer",
     "apply_mixture_head",
     "apply_mlp",
+    "bounded_scale",
     "init_mlp",
     "make_mixture_head",
+    "reference_apply_mlp",
     "standardize",
 ]
 
@@ -62,8 +65,64 @@ def init_mlp(layer_sizes, rng, *, output_scale=0.01):
     return params
 
 
+def reference_apply_mlp(params, inputs):
+    """Apply a dense network by composing autograd primitives (the reference).
+
+    Same result as :func:`apply_mlp`, which computes it as one primitive.
+    """
+    hidden = inputs
+    for W, b in params[:-1]:
+        hidden = np.tanh(np.dot(hidden, W) + b)
+    W, b = params[-1]
+    return np.dot(hidden, W) + b
+
+
+def _mlp_activations(inputs, weights):
+    """Return the input of every layer and the output: ``[h_0, ..., h_L]``."""
+    activations = [inputs]
+    for W, b in zip(weights[0:-2:2], weights[1:-2:2], strict=True):
+        activations.append(numpy.tanh(activations[-1] @ W + b))
+    activations.append(activations[-1] @ weights[-2] + weights[-1])
+    return activations
+
+
+@primitive
+def _mlp(inputs, *weights):
+    """Run a dense network given as ``inputs, W_1, b_1, ..., W_L, b_L``."""
+    return _mlp_activations(inputs, weights)[-1]
+
+
+def _mlp_vjp(argnums, output, args, kwargs):
+    """Back-propagate through every layer once, for all requested arguments."""
+    inputs, weights = args[0], args[1:]
+    activations = _mlp_activations(inputs, weights)
+    n_layers = len(weights) // 2
+
+    def vjp(upstream):
+        gradients = [None] * len(args)
+        delta = upstream
+        for layer in reversed(range(n_layers)):
+            below = activations[layer]
+            gradients[1 + 2 * layer] = below.T @ delta
+            gradients[2 + 2 * layer] = numpy.sum(delta, axis=0)
+            delta = delta @ weights[2 * layer].T
+            if layer > 0:
+                delta = delta * (1.0 - below**2)
+        gradients[0] = delta
+        return tuple(gradients[argnum] for argnum in argnums)
+
+    return vjp
+
+
+defvjp_argnums(_mlp, _mlp_vjp)
+
+
 def apply_mlp(params, inputs):
     """Apply a dense network: ``tanh`` hidden layers, linear output.
+
+    Computed as one autograd primitive with a hand-written backward pass (autograd
+    charges per primitive call, and the filter applies two networks per time
+    step); :func:`reference_apply_mlp` is the plain composition it must equal.
 
     Parameters
     ----------
@@ -74,11 +133,7 @@ def apply_mlp(params, inputs):
     -------
     outputs : array of shape (n, n_out)
     """
-    hidden = inputs
-    for W, b in params[:-1]:
-        hidden = np.tanh(np.dot(hidden, W) + b)
-    W, b = params[-1]
-    return np.dot(hidden, W) + b
+    return _mlp(inputs, *(array for layer in params for array in layer))
 
 
 class Standardizer(NamedTuple):
@@ -192,7 +247,24 @@ def make_mixture_head(
 
 def _sigmoid(z):
     # tanh form: no overflow for large |z|.
-    return 0.5 * (np.tanh(0.5 * z) + 1.0)
+    return 0.5 * (numpy.tanh(0.5 * z) + 1.0)
+
+
+@primitive
+def bounded_scale(raw, low, high):
+    """Map ``raw`` to ``low + (high - low) * sigmoid(raw)``, as one primitive.
+
+    Differentiable in ``raw`` only (the bounds are constants).
+    """
+    return low + (high - low) * _sigmoid(raw)
+
+
+defvjp(
+    bounded_scale,
+    lambda result, raw, low, high: (
+        lambda upstream: upstream * (high - low) * _sigmoid(raw) * (1.0 - _sigmoid(raw))
+    ),
+)
 
 
 def apply_mixture_head(head, outputs):
@@ -218,8 +290,8 @@ def apply_mixture_head(head, outputs):
     increments = np.reshape(outputs[:, S : S + S * d], (n_items, S, d))
     raw_scales = np.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
     increments = increments * head.location_scale
-    scales = head.scale_low + (head.scale_high - head.scale_low) * _sigmoid(
-        raw_scales + head.scale_offset
+    scales = bounded_scale(
+        raw_scales + head.scale_offset, head.scale_low, head.scale_high
     )
     if head.covariance_type == "diag":
         return logits, increments, scales
