@@ -51,7 +51,7 @@ def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng):
 def _mixture_around(x_prev, head, outputs):
     """Build the mixture whose means are ``x_prev`` plus the head's increments."""
     logits, increments, scales = apply_mixture_head(head, outputs)
-    return GaussianMixture(logits, x_prev[:, None, :] + increments, scales)
+    return GaussianMixture(logits, np.expand_dims(x_prev, 1) + increments, scales)
 
 
 class MixtureTransitionModel:

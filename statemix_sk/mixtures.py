@@ -222,6 +222,23 @@ def draw_mixture_noise(mixture, rng):
     return components, rng.standard_normal((n_items, n_dims))
 
 
+@primitive
+def _diag_sample(means, scales, one_hot, noise):
+    """``sum_k one_hot_k (means_k + scales_k noise)``: one primitive."""
+    return numpy.sum(one_hot[:, :, None] * (means + scales * noise[:, None, :]), 1)
+
+
+defvjp(
+    _diag_sample,
+    lambda result, means, scales, one_hot, noise: (
+        lambda upstream: one_hot[:, :, None] * upstream[:, None, :]
+    ),
+    lambda result, means, scales, one_hot, noise: (
+        lambda upstream: one_hot[:, :, None] * (upstream * noise)[:, None, :]
+    ),
+)
+
+
 def transform_mixture_noise(mixture, components, noise):
     """Map drawn constants to a sample: ``means[k] + scales[k] @ noise``.
 
@@ -241,10 +258,9 @@ def transform_mixture_noise(mixture, components, noise):
     """
     n_components = numpy.shape(mixture.logits)[-1]
     one_hot = (components[:, None] == numpy.arange(n_components)).astype(float)
-    mean = np.sum(one_hot[:, :, None] * mixture.means, axis=1)
     if mixture.covariance_type == "diag":
-        scale = np.sum(one_hot[:, :, None] * mixture.scales, axis=1)
-        return mean + scale * noise
+        return _diag_sample(mixture.means, mixture.scales, one_hot, noise)
+    mean = np.sum(one_hot[:, :, None] * mixture.means, axis=1)
     cholesky = np.sum(one_hot[:, :, None, None] * mixture.scales, axis=1)
     return mean + np.einsum("nij,nj->ni", cholesky, noise)
 
