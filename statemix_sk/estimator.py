@@ -15,7 +15,12 @@ import numpy
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+)
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._utils import check_scale
@@ -45,6 +50,16 @@ def _pad(series):
     for index, one in enumerate(series):
         padded[index, : len(one)] = one
     return padded
+
+
+def _leaves(params):
+    """Return the arrays of a parameter dict, in a fixed order."""
+    return [
+        array
+        for phase in ("transition", "proposal")
+        for layer in params[phase]
+        for array in layer
+    ]
 
 
 def _spread(values, axis):
@@ -279,7 +294,7 @@ default="systematic"
             if dimensions is None:
                 try:
                     dimensions = numpy.ndim(Y)
-                except ValueError:  # ragged nested lists
+                except (ValueError, TypeError):  # ragged, or refuses numpy
                     dimensions = None
             if dimensions == 3:
                 kind, candidates = "array", list(numpy.asarray(Y))
@@ -338,7 +353,7 @@ default="systematic"
             isinstance(size, Integral) and not isinstance(size, bool) and size > 0
             for size in sizes
         ):
-            raise ValueError(
+            raise InvalidParameterError(
                 "hidden_layer_sizes must be a tuple of positive integers, got "
                 f"{sizes!r}."
             )
@@ -356,14 +371,14 @@ default="systematic"
                 )
             )
             if not valid:
-                raise ValueError(
+                raise InvalidParameterError(
                     "window_schedule must be a sequence of (window, n_iterations) "
                     "pairs: window an int >= 2 or a fraction in (0, 1], "
                     "n_iterations an int >= 0 or a fraction in [0, 1]; got "
                     f"{self.window_schedule!r}."
                 )
         if self.n_transition_steps == 0 and self.n_proposal_steps == 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 "n_transition_steps and n_proposal_steps cannot both be 0: nothing "
                 "would be trained."
             )
@@ -475,6 +490,25 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         -------
         self : StateMixFilter
         """
+        # Validation records n_features_in_ (and feature names) on the estimator;
+        # a fit that fails or is interrupted must leave them as they were.
+        recorded = {
+            name: getattr(self, name)
+            for name in ("n_features_in_", "feature_names_in_")
+            if hasattr(self, name)
+        }
+        try:
+            return self._fit(Y)
+        except BaseException:
+            for name in ("n_features_in_", "feature_names_in_"):
+                if hasattr(self, name):
+                    delattr(self, name)
+            for name, value in recorded.items():
+                setattr(self, name, value)
+            raise
+
+    def _fit(self, Y):
+        """Do the work of :meth:`fit`; fitted attributes are set only at the end."""
         hidden_layer_sizes = self._check_settings()
         series, _ = self._validate_series(Y, reset=True)
         observation = self._resolve_observation(series[0].shape[1])
@@ -508,11 +542,13 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         )
         random_state = check_random_state(self.random_state)
         root_seed, eval_seed = random_state.randint(0, 2**31 - 1, size=2)
-        warm = (
-            self.warm_start
-            and hasattr(self, "params_")
-            and (self.spec_.transition_head == spec.transition_head)
-        )
+        warm = self.warm_start and hasattr(self, "params_")
+        if warm:
+            # The previous parameters can start this fit only if every array has
+            # the shape this fit's networks need.
+            fresh = spec.init_params(numpy.random.default_rng(0))
+            shapes = [numpy.shape(a) for a in _leaves(fresh)]
+            warm = shapes == [numpy.shape(a) for a in _leaves(self.params_)]
         n_init = 1 if warm else self.n_init
         seed_sequences = numpy.random.SeedSequence(int(root_seed)).spawn(n_init)
         results = fit_restarts(

@@ -1,0 +1,652 @@
+import copy
+import inspect
+import pickle
+import warnings
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd.misc import flatten
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, TimeSeriesSplit, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import statemix_sk.estimator as estimator_module
+from statemix_sk import (
+    FilterResult,
+    GaussianObservation,
+    LinearGaussianObservation,
+    StateMixFilter,
+    make_kuramoto,
+    make_linear_gaussian,
+)
+
+# A tiny estimator: every fit takes about a second. Two iterations cannot meet
+# tol, so fitting it raises a ConvergenceWarning, which the tests expect.
+TINY = dict(
+    n_components=1,
+    hidden_layer_sizes=(8,),
+    n_particles=8,
+    max_iter=2,
+    eval_every=1,
+    n_transition_steps=1,
+    n_proposal_steps=1,
+    random_state=0,
+)
+
+# In scikit-learn's machinery (estimator checks, grid searches, cross-validation)
+# a tiny estimator always stops at max_iter: its ConvergenceWarning is expected
+# there and says nothing about the behaviour under test.
+ignore_convergence = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)
+
+
+def tiny(**overrides):
+    return StateMixFilter(**{**TINY, **overrides})
+
+
+def fit(estimator, Y):
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        return estimator.fit(Y)
+
+
+def flat(params):
+    return flatten(params)[0]
+
+
+def _clipped_identity(x):
+    """``h(x) = x`` for moderate states, NaN for far ones: forces divergence."""
+    return anp.where(anp.abs(x) < 20.0, x, anp.nan)
+
+
+class _NaNObservation(LinearGaussianObservation):
+    """``y = x + v`` whose density is always NaN: no restart can be finite."""
+
+    def log_density(self, x, y):
+        return super().log_density(x, y) * anp.nan
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Four series of 20 steps with 2 features."""
+    Y, _, _ = make_linear_gaussian(20, 4, n_states=2, random_state=0)
+    return Y
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return fit(tiny(), data)
+
+
+@pytest.fixture(scope="module")
+def ragged(data):
+    """Three series of different lengths."""
+    return [data[0], data[1][:12], data[2][:17]]
+
+
+# ------------------------------------------------------------------------------------
+# scikit-learn's estimator checks
+# ------------------------------------------------------------------------------------
+
+
+def _expected_failed_checks(estimator):
+    return {
+        "check_methods_sample_order_invariance": (
+            "rows are time steps: shuffling them makes a different series, whose "
+            "filtered means differ"
+        ),
+        "check_methods_subset_invariance": (
+            "rows are time steps: a subset of rows (the check passes one at a "
+            "time) is a different, shorter series, and a 1-step series is "
+            "rejected"
+        ),
+    }
+
+
+# With xfail_strict (scikit-learn >= 1.8) a listed check that starts to pass fails,
+# so the list cannot go stale.
+_STRICT = (
+    {"xfail_strict": True}
+    if "xfail_strict" in inspect.signature(parametrize_with_checks).parameters
+    else {}
+)
+
+
+@ignore_convergence
+@parametrize_with_checks(
+    [tiny(max_iter=1)], expected_failed_checks=_expected_failed_checks, **_STRICT
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# ------------------------------------------------------------------------------------
+# Input validation
+# ------------------------------------------------------------------------------------
+
+
+def test_allow_nan_is_declared():
+    tags = StateMixFilter().__sklearn_tags__()
+    assert tags.input_tags.allow_nan
+    assert not tags.target_tags.required
+
+
+def test_missing_values_work_in_fit_predict_and_score(data):
+    Y = data[:2].copy()
+    Y[0, 5] = np.nan  # a missing row
+    Y[1, 7, 1] = np.nan  # a missing entry
+    model = fit(tiny(), Y)
+    assert np.all(np.isfinite(model.predict(Y)))
+    assert np.isfinite(model.score(Y))
+    increments = model.score_samples(Y)
+    assert increments[0, 5] == 0.0
+    assert np.all(np.isfinite(increments))
+    assert np.isfinite(model.score(Y[0]))
+
+
+@pytest.mark.parametrize("structure", ["2-D", "3-D", "list"])
+def test_infinity_is_rejected(fitted, data, structure):
+    Y = data.copy()
+    Y[1, 3, 0] = np.inf
+    Y = {"2-D": Y[1], "3-D": Y, "list": list(Y)}[structure]
+    with pytest.raises(ValueError, match="infinity"):
+        tiny().fit(Y)
+    with pytest.raises(ValueError, match="infinity"):
+        fitted.predict(Y)
+
+
+def test_numeric_object_arrays_are_accepted(fitted, data):
+    np.testing.assert_array_equal(
+        fitted.predict(data.astype(object)), fitted.predict(data)
+    )
+    np.testing.assert_array_equal(
+        fitted.predict(data[0].astype(object)), fitted.predict(data[0])
+    )
+    model = fit(tiny(), data[0].astype(object))
+    assert model.predict(data[0]).shape == (20, 2)
+
+
+def test_non_numeric_arrays_are_rejected(fitted):
+    strings = np.array([["a", "b"]] * 5, dtype=object)
+    with pytest.raises(ValueError):
+        tiny().fit(strings)
+    with pytest.raises(ValueError):
+        fitted.predict(strings)
+    with pytest.raises(ValueError):
+        fitted.predict(np.stack([strings, strings]))
+
+
+def test_a_one_step_series_is_rejected(fitted, data):
+    with pytest.raises(ValueError, match="1 sample"):
+        tiny().fit(data[0, :1])
+    with pytest.raises(ValueError, match="1 sample"):
+        tiny().fit(data[:, :1])
+    with pytest.raises(ValueError, match="1 sample"):
+        tiny().fit([data[0], data[1, :1]])
+    with pytest.raises(ValueError, match="1 sample"):
+        fitted.predict(data[0, :1])
+    with pytest.raises(ValueError, match="1 sample"):
+        fitted.score([data[0], data[1, :1]])
+
+
+def test_every_series_must_have_the_same_features(fitted, data):
+    with pytest.raises(ValueError, match="same number of features"):
+        tiny().fit([data[0], data[1, :, :1]])
+    with pytest.raises(ValueError, match="features"):
+        fitted.predict(data[0, :, :1])
+    with pytest.raises(ValueError, match="features"):
+        fitted.predict(data[:, :, :1])
+    with pytest.raises(ValueError, match="features"):
+        fitted.score([data[0, :, :1], data[1, :, :1]])
+
+
+def test_an_empty_list_is_rejected():
+    with pytest.raises(ValueError):
+        tiny().fit([])
+
+
+@pytest.mark.parametrize(
+    "method", ["predict", "transform", "score", "score_samples", "filter"]
+)
+def test_methods_need_a_fit(data, method):
+    with pytest.raises(NotFittedError):
+        getattr(tiny(), method)(data)
+
+
+def test_sample_needs_a_fit():
+    with pytest.raises(NotFittedError):
+        tiny().sample(5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_components": -1},
+        {"n_components": 0},
+        {"covariance_type": "bogus"},
+        {"ess_threshold": 2.0},
+        {"n_particles": 0},
+        {"max_iter": 0},
+        {"learning_rate": 0.0},
+        {"tol": -1.0},
+        {"eval_every": 0},
+        {"n_init": 0},
+        {"resampling": "bogus"},
+        {"observation": "bogus"},
+        {"observation_noise": -1.0},
+        {"initial_state_scale": 0.0},
+        {"warm_start": "yes"},
+    ],
+)
+def test_invalid_parameters_raise_invalid_parameter_error(data, params):
+    with pytest.raises(InvalidParameterError):
+        tiny(**params).fit(data)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
+        ({"hidden_layer_sizes": (8.5,)}, "hidden_layer_sizes"),
+        ({"window_schedule": ((10, 1), (5, 1))}, "non-decreasing"),
+        ({"window_schedule": ((1, 1),)}, "window_schedule"),
+        ({"window_schedule": ((0.5, 1.5),)}, "window_schedule"),
+        ({"n_transition_steps": 0, "n_proposal_steps": 0}, "cannot both be 0"),
+        ({"initial_state_mean": [0.0, 0.0, 0.0]}, "initial_state_mean"),
+        ({"observation_noise": [0.5, 0.5, 0.5]}, "observation_noise"),
+    ],
+)
+def test_invalid_settings_raise_value_error(data, params, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**params).fit(data)
+
+
+# ------------------------------------------------------------------------------------
+# Input and output structures
+# ------------------------------------------------------------------------------------
+
+
+def test_one_series_gives_2d_results(fitted, data):
+    Y = data[0]
+    assert fitted.predict(Y).shape == (20, 2)
+    np.testing.assert_array_equal(fitted.transform(Y), fitted.predict(Y))
+    assert fitted.score_samples(Y).shape == (20,)
+    assert isinstance(fitted.score(Y), float)
+    result = fitted.filter(Y)
+    assert isinstance(result, FilterResult)
+    assert result.filtered_means.shape == (20, 2)
+    assert result.ess.shape == (20,)
+    assert np.ndim(result.log_likelihood) == 0
+    assert result.particles is None
+    with_particles = fitted.filter(Y, return_particles=True)
+    assert with_particles.particles.shape == (20, 8, 2)
+    assert with_particles.log_weights.shape == (20, 8)
+
+
+def test_a_3d_array_gives_3d_results(fitted, data):
+    assert fitted.n_features_in_ == 2
+    assert fitted.predict(data).shape == (4, 20, 2)
+    np.testing.assert_array_equal(fitted.transform(data), fitted.predict(data))
+    assert fitted.score_samples(data).shape == (4, 20)
+    assert np.isfinite(fitted.score(data))
+    result = fitted.filter(data, return_particles=True)
+    assert result.filtered_means.shape == (4, 20, 2)
+    assert np.shape(result.log_likelihood) == (4,)
+    assert result.particles.shape == (4, 20, 8, 2)
+
+
+def test_a_list_of_series_gives_a_list_of_results(fitted, ragged):
+    lengths = [len(one) for one in ragged]
+    states = fitted.predict(ragged)
+    assert isinstance(states, list)
+    assert [one.shape for one in states] == [(n, 2) for n in lengths]
+    transformed = fitted.transform(ragged)
+    assert [one.shape for one in transformed] == [(n, 2) for n in lengths]
+    increments = fitted.score_samples(ragged)
+    assert [one.shape for one in increments] == [(n,) for n in lengths]
+    assert all(np.all(np.isfinite(one)) for one in increments)
+    assert np.isfinite(fitted.score(ragged))
+    results = fitted.filter(ragged)
+    assert isinstance(results, list) and len(results) == 3
+    for result, n in zip(results, lengths, strict=True):
+        assert isinstance(result, FilterResult)
+        assert result.filtered_means.shape == (n, 2)
+        assert np.shape(result.log_likelihood_increments) == (n,)
+        assert np.ndim(result.log_likelihood) == 0
+        np.testing.assert_allclose(
+            result.log_likelihood, np.sum(result.log_likelihood_increments)
+        )
+
+
+def test_fit_on_a_list_of_series_of_different_lengths(ragged):
+    model = fit(tiny(), ragged)
+    assert model.n_features_in_ == 2
+    assert [one.shape for one in model.predict(ragged)] == [
+        (20, 2),
+        (12, 2),
+        (17, 2),
+    ]
+
+
+def test_a_tuple_of_series_is_a_list(fitted, ragged):
+    states = fitted.predict(tuple(ragged))
+    assert [one.shape for one in states] == [(20, 2), (12, 2), (17, 2)]
+
+
+def test_score_is_the_mean_increment_per_observed_step(fitted, data, ragged):
+    np.testing.assert_allclose(
+        fitted.score(data), np.mean(fitted.score_samples(data)), rtol=1e-12
+    )
+    increments = fitted.score_samples(ragged)
+    np.testing.assert_allclose(
+        fitted.score(ragged),
+        np.sum(np.concatenate(increments)) / sum(len(one) for one in ragged),
+        rtol=1e-12,
+    )
+
+
+# ------------------------------------------------------------------------------------
+# Observation models
+# ------------------------------------------------------------------------------------
+
+
+def test_an_observation_model_and_observation_noise_are_exclusive(data):
+    observation = LinearGaussianObservation(noise_scale=0.7, n_states=2)
+    with pytest.raises(ValueError, match="observation_noise"):
+        tiny(observation=observation, observation_noise=0.7).fit(data)
+
+
+def test_an_observation_model_must_match_the_features(data):
+    observation = LinearGaussianObservation(noise_scale=0.7, n_states=3)
+    with pytest.raises(ValueError, match="outputs"):
+        tiny(observation=observation).fit(data)
+
+
+def test_a_linear_gaussian_observation_model(data):
+    # Two observed outputs of a three-dimensional state.
+    matrix = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.5]])
+    observation = LinearGaussianObservation(matrix, noise_scale=0.7)
+    model = fit(tiny(observation=observation), data)
+    assert model.n_states_ == 3
+    assert model.predict(data).shape == (4, 20, 3)
+    assert np.isfinite(model.score(data))
+    Y, X = model.sample(10, 2, random_state=0)
+    assert Y.shape == (2, 10, 2) and X.shape == (2, 10, 3)
+    # The user's object is not modified or kept.
+    assert model.observation_ is not observation
+    np.testing.assert_array_equal(observation.observation_matrix, matrix)
+
+
+def test_a_gaussian_observation_model_with_the_kuramoto_data():
+    Y, _, truth = make_kuramoto(20, 2, n_oscillators=2, random_state=0)
+    assert isinstance(truth.observation, GaussianObservation)
+    model = fit(tiny(observation=truth.observation), Y)
+    assert model.n_features_in_ == 4 and model.n_states_ == 2
+    states = model.predict(Y)
+    assert states.shape == (2, 20, 2) and np.all(np.isfinite(states))
+    assert np.isfinite(model.score(Y))
+    Y_sim, X_sim = model.sample(8, random_state=0)
+    assert Y_sim.shape == (8, 4) and X_sim.shape == (8, 2)
+
+
+# ------------------------------------------------------------------------------------
+# Fitted attributes and determinism
+# ------------------------------------------------------------------------------------
+
+
+def test_fitted_attributes(fitted, data):
+    assert set(fitted.params_) == {"transition", "proposal"}
+    assert fitted.n_states_ == 2
+    assert fitted.initial_state_mean_.shape == (2,)
+    assert fitted.initial_state_scale_.shape == (2,)
+    assert fitted.restart_scores_.shape == (1,)
+    assert fitted.n_iter_ == 2
+    assert fitted.converged_ is False
+    # eval_every=1: one evaluation after each phase of every iteration.
+    assert len(fitted.history_) == 2 * fitted.n_iter_
+    assert [entry.phase for entry in fitted.history_] == ["transition", "proposal"] * 2
+    assert fitted.restart_scores_[0] == fitted.log_likelihood_
+    # The score of the training data is the fixed-seed score recorded in fit.
+    assert fitted.score(data) == pytest.approx(fitted.log_likelihood_, rel=1e-10)
+
+
+def test_fit_returns_self_and_warns_only_about_convergence(data):
+    model = tiny()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert model.fit(data) is model
+    assert [warning.category for warning in caught] == [ConvergenceWarning]
+
+
+def test_converged_is_set_only_when_tol_is_met(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning when it converges
+        model = tiny(max_iter=5, tol=1e9, window_schedule=()).fit(data)
+    assert model.converged_ is True
+    assert model.n_iter_ == 2
+
+
+def test_methods_are_deterministic_after_fit(fitted, data, ragged):
+    np.testing.assert_array_equal(fitted.predict(data), fitted.predict(data))
+    assert fitted.score(data) == fitted.score(data)
+    np.testing.assert_array_equal(
+        fitted.score_samples(data), fitted.score_samples(data)
+    )
+    first, second = fitted.filter(data), fitted.filter(data)
+    for one, other in zip(first, second, strict=True):
+        if one is not None:
+            np.testing.assert_array_equal(one, other)
+    for one, other in zip(fitted.predict(ragged), fitted.predict(ragged), strict=True):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_clone_and_params(fitted):
+    params = fitted.get_params()
+    assert params == {**StateMixFilter().get_params(), **TINY}
+    fresh = clone(fitted)
+    assert fresh.get_params() == params
+    assert not hasattr(fresh, "params_")
+    assert fresh.set_params(n_components=2, n_particles=5) is fresh
+    assert fresh.n_components == 2 and fresh.n_particles == 5
+    assert fitted.n_components == 1  # the original is untouched
+
+
+def test_pickling_round_trip_predicts_identically(fitted, data, ragged):
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.predict(data), fitted.predict(data))
+    assert restored.score(ragged) == fitted.score(ragged)
+    np.testing.assert_array_equal(flat(restored.params_), flat(fitted.params_))
+
+
+def test_the_same_random_state_gives_the_same_fit(fitted, data):
+    again = fit(tiny(), data)
+    np.testing.assert_array_equal(flat(again.params_), flat(fitted.params_))
+    np.testing.assert_array_equal(again.predict(data), fitted.predict(data))
+    assert again.log_likelihood_ == fitted.log_likelihood_
+    other = fit(tiny(random_state=1), data)
+    assert not np.array_equal(flat(other.params_), flat(fitted.params_))
+
+
+def test_fit_does_not_change_the_constructor_parameters(data):
+    window_schedule = [(5, 1)]
+    model = tiny(window_schedule=window_schedule, hidden_layer_sizes=[8])
+    before = copy.deepcopy(model.get_params())
+    fit(model, data)
+    assert model.get_params() == before
+    assert model.window_schedule is window_schedule
+
+
+def test_n_init_records_every_restart_and_keeps_the_best(data):
+    model = fit(tiny(n_init=2), data)
+    assert model.restart_scores_.shape == (2,)
+    assert np.all(np.isfinite(model.restart_scores_))
+    assert model.log_likelihood_ == np.max(model.restart_scores_)
+    assert model.score(data) == pytest.approx(model.log_likelihood_, rel=1e-10)
+
+
+def test_warm_start_continues_from_the_previous_fit(data):
+    model = fit(tiny(warm_start=True, n_init=2), data)
+    previous = model.params_
+    # Training only the proposal from the previous fit leaves its transition.
+    model.set_params(n_transition_steps=0)
+    fit(model, data)
+    np.testing.assert_array_equal(
+        flat(model.params_["transition"]), flat(previous["transition"])
+    )
+    assert not np.array_equal(
+        flat(model.params_["proposal"]), flat(previous["proposal"])
+    )
+    assert model.restart_scores_.shape == (1,)  # a single run: n_init is ignored
+
+
+@pytest.mark.slow
+def test_n_jobs_does_not_change_the_fit(data):
+    serial = fit(tiny(n_init=4, n_jobs=1), data)
+    parallel = fit(tiny(n_init=4, n_jobs=2), data)
+    np.testing.assert_array_equal(flat(parallel.params_), flat(serial.params_))
+    np.testing.assert_array_equal(parallel.restart_scores_, serial.restart_scores_)
+    np.testing.assert_array_equal(parallel.predict(data), serial.predict(data))
+    assert parallel.n_iter_ == serial.n_iter_
+
+
+# ------------------------------------------------------------------------------------
+# scikit-learn tools
+# ------------------------------------------------------------------------------------
+
+
+@ignore_convergence
+@pytest.mark.parametrize("structure", ["3-D", "list"])
+def test_grid_search_over_several_series(data, structure):
+    Y = data if structure == "3-D" else [data[0], data[1][:15], data[2], data[3][:18]]
+    search = GridSearchCV(tiny(max_iter=1), {"n_components": [1, 2]}, cv=2).fit(Y)
+    assert search.best_params_["n_components"] in (1, 2)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_estimator_.n_features_in_ == 2
+    assert np.isfinite(search.score(Y))
+
+
+@ignore_convergence
+def test_grid_search_with_time_series_split_on_one_long_series():
+    Y, _, _ = make_linear_gaussian(40, n_states=2, random_state=1)
+    search = GridSearchCV(
+        tiny(max_iter=1), {"n_components": [1, 2]}, cv=TimeSeriesSplit(n_splits=2)
+    ).fit(Y)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.predict(Y).shape == (40, 2)
+
+
+@ignore_convergence
+def test_cross_val_score(data):
+    scores = cross_val_score(tiny(max_iter=1), data, cv=2)
+    assert scores.shape == (2,) and np.all(np.isfinite(scores))
+
+
+@ignore_convergence
+def test_a_pipeline_with_a_scaler(data):
+    Y = data[0]
+    pipeline = make_pipeline(StandardScaler(), tiny()).fit(Y)
+    states = pipeline.transform(Y)
+    assert states.shape == (20, 2)
+    scaled = StandardScaler().fit_transform(Y)
+    np.testing.assert_array_equal(states, pipeline[-1].predict(scaled))
+    assert np.isfinite(pipeline.score(Y))
+
+
+# ------------------------------------------------------------------------------------
+# Verbosity, interruptions, divergence
+# ------------------------------------------------------------------------------------
+
+
+def test_verbose_prints_one_line_per_evaluation(data, capsys):
+    model = fit(tiny(verbose=1), data)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(model.history_) == 2 * model.n_iter_
+    for line, entry in zip(lines, model.history_, strict=True):
+        assert "iteration" in line and "window" in line and entry.phase in line
+        assert f"{entry.log_likelihood:.4f}" in line
+
+
+def test_verbose_zero_prints_nothing(data, capsys):
+    fit(tiny(verbose=0), data)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("features", [2, 1], ids=["same-data", "other-features"])
+def test_an_interrupted_fit_leaves_a_fitted_model_as_it_was(
+    fitted, data, monkeypatch, features
+):
+    model = copy.deepcopy(fitted)
+    before = dict(vars(model))
+    states = model.predict(data)
+    monkeypatch.setattr(estimator_module, "fit_restarts", _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(data[:, :, :features])
+    assert vars(model).keys() == before.keys()
+    for name, value in before.items():
+        assert vars(model)[name] is value, name
+    np.testing.assert_array_equal(model.predict(data), states)
+
+
+def test_an_interrupted_fit_leaves_an_unfitted_model_unfitted(data, monkeypatch):
+    model = tiny()
+    before = dict(vars(model))
+    monkeypatch.setattr(estimator_module, "fit_restarts", _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(data)
+    assert vars(model) == before
+    with pytest.raises(NotFittedError):
+        model.predict(data)
+
+
+def test_a_diverging_restart_warns_and_keeps_finite_parameters(data):
+    observation = GaussianObservation(_clipped_identity, 2, noise_scale=0.7)
+    model = tiny(observation=observation, learning_rate=1e6, max_iter=3)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        model.fit(data)
+    assert np.all(np.isfinite(flat(model.params_)))
+    assert np.isfinite(model.log_likelihood_)
+    assert model.n_iter_ < 3 and not model.converged_
+    assert np.all(np.isfinite(model.predict(data)))
+    assert np.isfinite(model.score(data))
+
+
+def test_fit_raises_when_no_restart_is_finite(data):
+    observation = _NaNObservation(noise_scale=0.7, n_states=2)
+    model = tiny(observation=observation, n_init=2)
+    with (
+        pytest.warns(RuntimeWarning, match="non-finite"),
+        pytest.raises(ValueError, match="diverged"),
+    ):
+        model.fit(data)
+
+
+# ------------------------------------------------------------------------------------
+# Simulation
+# ------------------------------------------------------------------------------------
+
+
+def test_sample_shapes_and_determinism(fitted):
+    Y, X = fitted.sample(15, 3)
+    assert Y.shape == (3, 15, 2) and X.shape == (3, 15, 2)
+    assert np.all(np.isfinite(Y)) and np.all(np.isfinite(X))
+    Y_one, X_one = fitted.sample(15)
+    assert Y_one.shape == (15, 2) and X_one.shape == (15, 2)
+    # The estimator's random_state (0) is used when none is given.
+    np.testing.assert_array_equal(fitted.sample(15, 3)[0], Y)
+    np.testing.assert_array_equal(fitted.sample(15, 3, random_state=0)[0], Y)
+    first = fitted.sample(10, 2, random_state=5)
+    second = fitted.sample(10, 2, random_state=5)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    other = fitted.sample(10, 2, random_state=6)
+    assert not np.array_equal(first[0], other[0])
