@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._utils import check_scale
 from .filtering import FilterResult, particle_filter
-from .learned import StateMixSpec
+from .learned import StateMixSpec, locally_optimal_gain
 from .models import LinearGaussianObservation, simulate
 from .networks import Standardizer, make_mixture_head
 from .resampling import RESAMPLING_SCHEMES
@@ -57,8 +57,10 @@ def _leaves(params):
     return [
         array
         for phase in ("transition", "proposal")
-        for layer in params[phase]
-        for array in layer
+        for array in [
+            *(array for layer in params[phase]["layers"] for array in layer),
+            params[phase]["linear"],
+        ]
     ]
 
 
@@ -148,7 +150,7 @@ default="systematic"
     Attributes
     ----------
     params_ : dict
-        ``{"transition": [(W, b), ...], "proposal": [(W, b), ...]}``.
+        ``{"transition": {"layers": [(W, b), ...], "linear": L}, "proposal": {...}}``.
     model_ : MixtureTransitionModel
         The learned state-space model (simulate it with :meth:`sample`).
     proposal_ : MixtureProposal
@@ -411,10 +413,13 @@ default="systematic"
 
         For a linear observation the least-squares states ``pinv(H) y`` give the
         standardisation of the networks' input, the increment spread (the
-        random-walk scale that the untrained transition and proposal start with)
-        and the default initial distribution. For any other observation nothing
-        about the state's scale can be read off ``Y``: zero mean, unit scale, and
-        an increment spread of a tenth of the initial scale.
+        random-walk scale that the untrained transition starts with) and the
+        default initial distribution. The increment spread is a method-of-moments
+        estimate: the differences of the least-squares states carry the
+        observation noise twice, so its variance ``2 diag(pinv(H) R pinv(H)')`` is
+        taken off (keeping at least a tenth of the raw spread). For any other
+        observation nothing about the state's scale can be read off ``Y``: zero
+        mean, unit scale, and an increment spread of a tenth of the initial scale.
         """
         n_states = observation.n_states
         matrix = getattr(observation, "observation_matrix", None)
@@ -428,8 +433,14 @@ default="systematic"
                 first = numpy.nanmean(numpy.stack([one[0] for one in states]), 0)
             mean = numpy.where(numpy.isfinite(mean), mean, 0.0)
             scale = _spread(stacked, axis=0)
-            increments = _spread(
+            raw = _spread(
                 numpy.concatenate([numpy.diff(one, axis=0) for one in states]), 0
+            )
+            noise_variance = numpy.diag(
+                inverse @ observation.noise_covariance @ inverse.T
+            )
+            increments = numpy.sqrt(
+                numpy.maximum(raw**2 - 2.0 * noise_variance, (0.1 * raw) ** 2)
             )
             initial_mean = numpy.where(numpy.isfinite(first), first, mean)
             initial_scale = scale
@@ -518,25 +529,39 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             series, observation
         )
         n_states = observation.n_states
+        matrix = getattr(observation, "observation_matrix", None)
+        if matrix is None:
+            gain, proposal_scale = None, increments
+        else:
+            # The proposal starts as the locally optimal proposal of the untrained
+            # (random-walk) transition: without it, a proposal that starts as the
+            # transition is a bootstrap filter, which loses track in a few
+            # dimensions and gives the networks little to learn from.
+            gain, proposal_scale = locally_optimal_gain(
+                matrix, observation.noise_covariance, increments
+            )
+            gain = gain * observation.noise_scale  # per unit of scaled innovation
+            proposal_scale = numpy.maximum(proposal_scale, 1e-3 * increments)
 
-        def head():
+        def head(initial_scale):
             return make_mixture_head(
                 self.n_components,
                 n_states,
                 location_scale=increments,
-                initial_scale=increments,
+                initial_scale=initial_scale,
                 scale_bounds=_SCALE_BOUNDS,
                 covariance_type=self.covariance_type,
             )
 
         spec = StateMixSpec(
-            head(),
-            head(),
+            head(increments),
+            head(proposal_scale),
             stats,
             observation,
             initial_mean,
             initial_scale,
             hidden_layer_sizes,
+            proposal_gain=gain,
         )
         Y_padded = _pad(series)
         schedule = resolve_window_schedule(

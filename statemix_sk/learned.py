@@ -5,12 +5,20 @@
   previous state gives its logits, mean *increments* (mean = ``x_{t-1}`` + increment)
   and scales. The observation model and initial distribution are known.
 - :class:`MixtureProposal`: the proposal ``pi_phi(x_t | x_{t-1}, y_t)``, the same form,
-  whose network sees ``[standardised x_{t-1}, (y_t - h(x_{t-1})) / noise_scale]``:
-  the innovation carries the same information as ``y_t`` but makes "move towards the
-  observation" easy to learn.
+  centred on the transition's predicted mean ``m`` (mean = ``m`` + increment), whose
+  network sees ``[standardised x_{t-1}, (y_t - h(m)) / noise_scale]``: the innovation
+  carries the same information as ``y_t`` but makes "move towards the observation"
+  easy to learn, and centring on ``m`` lets the proposal follow the transition as it
+  learns.
 
-Both are plain objects around a parameter list, built inside the objective that
-autograd differentiates; :func:`init_mixture_network` draws such a list.
+Each network is a dense ``tanh`` network plus a linear map of its input added to its
+outputs (``{"layers": [(W, b), ...], "linear": L}``): the linear part lets a network
+represent a linear model exactly (the linear-Gaussian case) and lets the proposal
+start as the locally optimal proposal of the untrained transition (see
+:meth:`StateMixSpec.init_params`), while the dense part learns what is non-linear.
+
+Both are plain objects around such parameters, built inside the objective that
+autograd differentiates; :func:`init_mixture_network` draws them.
 """
 
 from typing import NamedTuple
@@ -27,11 +35,13 @@ __all__ = [
     "MixtureProposal",
     "MixtureTransitionModel",
     "StateMixSpec",
+    "apply_mixture_network",
     "init_mixture_network",
+    "locally_optimal_gain",
 ]
 
 
-def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng):
+def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng, linear=None):
     """Initialise a network whose outputs feed ``head``.
 
     Parameters
@@ -40,12 +50,74 @@ def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng):
     n_inputs : int
     hidden_layer_sizes : sequence of int
     rng : numpy.random.Generator
+    linear : array of shape (n_inputs, head.n_outputs), default=None
+        Start of the linear part; None means zeros.
 
     Returns
     -------
-    params : list of (W, b)
+    params : dict
+        ``{"layers": [(W, b), ...], "linear": L}``; the outputs are
+        ``mlp(layers, inputs) + inputs @ L``.
     """
-    return init_mlp([n_inputs, *hidden_layer_sizes, head.n_outputs], rng)
+    layers = init_mlp([n_inputs, *hidden_layer_sizes, head.n_outputs], rng)
+    if linear is None:
+        linear = numpy.zeros((n_inputs, head.n_outputs))
+    return {"layers": layers, "linear": numpy.array(linear, dtype=float)}
+
+
+def apply_mixture_network(params, inputs):
+    """Return ``mlp(params["layers"], inputs) + inputs @ params["linear"]``."""
+    return apply_mlp(params["layers"], inputs) + np.dot(inputs, params["linear"])
+
+
+def _unpack(params):
+    # Unpacked once per filter call: autograd records every container access, and
+    # the filter applies the network at every step.
+    return {
+        "layers": [tuple(layer) for layer in params["layers"]],
+        "linear": params["linear"],
+    }
+
+
+def locally_optimal_gain(observation_matrix, noise_covariance, increment_scale):
+    """Gain and spread of the locally optimal proposal of a Gaussian random walk.
+
+    For ``x_t = x_{t-1} + w``, ``w ~ N(0, diag(increment_scale**2))`` and
+    ``y_t = H x_t + v``, ``v ~ N(0, R)``, the proposal ``p(x_t | x_{t-1}, y_t)`` is
+    ``N(x_{t-1} + K (y_t - H x_{t-1}), (I - K H) Q)`` with
+    ``K = Q H' (H Q H' + R)^-1``.
+
+    Parameters
+    ----------
+    observation_matrix : array of shape (n_outputs, n_states)
+    noise_covariance : array of shape (n_outputs, n_outputs)
+    increment_scale : array of shape (n_states,)
+
+    Returns
+    -------
+    gain : ndarray of shape (n_states, n_outputs)
+    scale : ndarray of shape (n_states,)
+        Square roots of the diagonal of ``(I - K H) Q``.
+
+    Examples
+    --------
+    >>> gain, scale = locally_optimal_gain(numpy.eye(1), numpy.eye(1), numpy.ones(1))
+    >>> round(float(gain[0, 0]), 12), round(float(scale[0] ** 2), 12)
+    (0.5, 0.5)
+    """
+    H = numpy.asarray(observation_matrix, dtype=float)
+    Q = numpy.diag(numpy.asarray(increment_scale, dtype=float) ** 2)
+    innovation_covariance = H @ Q @ H.T + numpy.asarray(noise_covariance, float)
+    gain = numpy.linalg.solve(innovation_covariance, H @ Q).T
+    posterior = (numpy.eye(len(Q)) - gain @ H) @ Q
+    return gain, numpy.sqrt(numpy.clip(numpy.diag(posterior), 0.0, None))
+
+
+def _mixture_mean(mixture):
+    """Return ``sum_k w_k mean_k`` of every row of a mixture."""
+    weights = np.exp(mixture.logits - np.max(mixture.logits, axis=1, keepdims=True))
+    weights = weights / np.sum(weights, axis=1, keepdims=True)
+    return np.sum(np.expand_dims(weights, 2) * mixture.means, axis=1)
 
 
 def _mixture_around(x_prev, head, outputs):
@@ -61,8 +133,9 @@ class MixtureTransitionModel:
 
     Parameters
     ----------
-    params : list of (W, b)
-        The transition network, input size ``n_states``.
+    params : dict
+        The transition network (see :func:`init_mixture_network`), input size
+        ``n_states``.
     head : MixtureHead
     input_stats : Standardizer
         Fixed statistics standardising the previous state.
@@ -75,9 +148,7 @@ class MixtureTransitionModel:
     def __init__(
         self, params, head, input_stats, observation, initial_mean, initial_scale
     ):
-        # Unpacked once here: autograd records every container access, and the
-        # filter applies the network at every step.
-        self.params = [tuple(layer) for layer in params]
+        self.params = _unpack(params)
         self.head = head
         self.input_stats = input_stats
         self.observation = observation
@@ -89,7 +160,9 @@ class MixtureTransitionModel:
 
     def transition_mixture(self, x_prev):
         """Return the mixture ``f_theta(. | x_prev[i])`` of every row."""
-        outputs = apply_mlp(self.params, standardize(x_prev, self.input_stats))
+        outputs = apply_mixture_network(
+            self.params, standardize(x_prev, self.input_stats)
+        )
         return _mixture_around(x_prev, self.head, outputs)
 
     def sample_initial(self, n, rng):
@@ -108,10 +181,7 @@ class MixtureTransitionModel:
 
     def transition_mean(self, x_prev):
         """Return the mixture mean ``sum_k w_k mean_k``, shape (n, n_states)."""
-        mixture = self.transition_mixture(x_prev)
-        weights = np.exp(mixture.logits - np.max(mixture.logits, axis=1, keepdims=True))
-        weights = weights / np.sum(weights, axis=1, keepdims=True)
-        return np.sum(weights[:, :, None] * mixture.means, axis=1)
+        return _mixture_mean(self.transition_mixture(x_prev))
 
     def simulate(self, n_steps, n_sequences=None, random_state=None):
         """Simulate series from the learned model; see :func:`models.simulate`."""
@@ -123,8 +193,9 @@ class MixtureProposal:
 
     Parameters
     ----------
-    params : list of (W, b)
-        The proposal network, input size ``n_states + n_outputs``.
+    params : dict
+        The proposal network (see :func:`init_mixture_network`), input size
+        ``n_states + n_outputs``.
     head : MixtureHead
     input_stats : Standardizer
         Fixed statistics standardising the previous state (the innovation part of
@@ -132,7 +203,7 @@ class MixtureProposal:
     """
 
     def __init__(self, params, head, input_stats):
-        self.params = [tuple(layer) for layer in params]
+        self.params = _unpack(params)
         self.head = head
         self.input_stats = input_stats
 
@@ -141,25 +212,42 @@ class MixtureProposal:
         return None
 
     def propose(self, model, x_prev, y, rng, context):
-        """Draw from the proposal; return it with ``log f_theta - log pi_phi``."""
+        """Draw from the proposal; return it with ``log f_theta - log pi_phi``.
+
+        The proposal is centred on the transition's predicted mean
+        ``m = E_f[x_t | x_{t-1}]`` and its network sees the innovation of that
+        prediction, ``(y_t - h(m)) / noise_scale``: it learns a correction of the
+        prediction towards the observation (the form of the locally optimal
+        proposal, ``m + K (y_t - H m)``), so it keeps up while the transition
+        learns instead of having to relearn the dynamics itself.
+        """
         observation = model.observation
-        innovation = (y - observation.mean(x_prev)) / observation.noise_scale
+        if isinstance(model, MixtureTransitionModel):
+            # One network pass gives both the mean and, below, the density.
+            transition = model.transition_mixture(x_prev)
+            centre = _mixture_mean(transition)
+        else:
+            transition, centre = None, model.transition_mean(x_prev)
+        innovation = (y - observation.mean(centre)) / observation.noise_scale
         inputs = np.concatenate(
             [standardize(x_prev, self.input_stats), innovation], axis=1
         )
-        proposal = _mixture_around(x_prev, self.head, apply_mlp(self.params, inputs))
-        x = sample_mixture(proposal, rng)
-        log_ratio = model.transition_log_density(x, x_prev) - mixture_log_density(
-            proposal, x
+        proposal = _mixture_around(
+            centre, self.head, apply_mixture_network(self.params, inputs)
         )
-        return x, log_ratio
+        x = sample_mixture(proposal, rng)
+        if transition is None:
+            log_transition = model.transition_log_density(x, x_prev)
+        else:
+            log_transition = mixture_log_density(transition, x)
+        return x, log_transition - mixture_log_density(proposal, x)
 
 
 class StateMixSpec(NamedTuple):
     """Everything but the parameters that a StateMixNN filter needs.
 
-    ``build(params)`` turns a parameter dict ``{"transition": [...], "proposal":
-    [...]}`` into the model and proposal for :func:`statemix_sk.filtering.\
+    ``build(params)`` turns a parameter dict ``{"transition": {...}, "proposal":
+    {...}}`` into the model and proposal for :func:`statemix_sk.filtering.\
 particle_filter`; :meth:`init_params` draws such a dict.
     """
 
@@ -177,9 +265,36 @@ particle_filter`; :meth:`init_params` draws such a dict.
     """(n_states,): standard deviations of the initial distribution."""
     hidden_layer_sizes: tuple
     """Hidden layer sizes of both networks."""
+    proposal_gain: object = None
+    """(n_states, n_outputs) or None: the untrained proposal's mean increment per
+    unit of scaled innovation (:func:`locally_optimal_gain` times the noise
+    scales); None starts the proposal as the untrained transition."""
+
+    def _proposal_linear(self):
+        """Start of the proposal's linear part: the gain, in network outputs."""
+        head = self.proposal_head
+        n_states, n_outputs = head.n_dims, self.observation.n_outputs
+        linear = numpy.zeros((n_states + n_outputs, head.n_outputs))
+        if self.proposal_gain is None:
+            return linear
+        gain = numpy.asarray(self.proposal_gain, dtype=float)
+        # Output block of component k's increments: S + k d ... S + (k + 1) d, in
+        # units of location_scale; the innovation inputs follow the state inputs.
+        per_output = (gain / head.location_scale[:, None]).T
+        S = head.n_components
+        for k in range(S):
+            start = S + k * n_states
+            linear[n_states:, start : start + n_states] = per_output
+        return linear
 
     def init_params(self, rng):
-        """Draw initial parameters for both networks."""
+        """Draw initial parameters for both networks.
+
+        The transition starts as a random walk (both of its parts near zero); the
+        proposal starts as the locally optimal proposal of that random walk when
+        ``proposal_gain`` is set (its linear part holds the gain and its head's
+        initial scale the matching spread), else as the random walk too.
+        """
         n_states = self.transition_head.n_dims
         return {
             "transition": init_mixture_network(
@@ -190,6 +305,7 @@ particle_filter`; :meth:`init_params` draws such a dict.
                 n_states + self.observation.n_outputs,
                 self.hidden_layer_sizes,
                 rng,
+                linear=self._proposal_linear(),
             ),
         }
 
