@@ -9,8 +9,13 @@ Run by hand, never part of the test suite::
 The problem: stochastic Lorenz 96 series with ``n_states = d`` observed as
 ``y = x + N(0, 0.5**2 I)``; the learned filter of ``particle_filter(Y,
 MixtureTransitionModel(...), MixtureProposal(...))`` with ``S = 3`` diagonal
-Gaussian-mixture components, MLPs with hidden layers (32, 32) and parameters from
-``init_mixture_network`` with a fixed seed; systematic resampling at every step.
+Gaussian-mixture components, networks with hidden layers (32, 32) whose parameters
+``{"layers": [(W, b), ...], "linear": L}`` come from ``init_mixture_network`` with a
+fixed seed, the linear parts ``L`` drawn from ``N(0, 0.01**2)`` with another fixed
+seed (non-zero, so that the reference checks them too); the proposal is centred on
+the transition's predicted mixture mean ``m`` and its network sees
+``[standardised x_{t-1}, (y_t - H m) / noise_scale]``; systematic resampling at every
+step.
 
 Three things are timed, each call with the same fixed ``random_state``:
 
@@ -58,6 +63,10 @@ from statemix_sk.networks import Standardizer, make_mixture_head
 DATA_SEED = 0
 PARAMS_SEED = 1
 FILTER_SEED = 2
+LINEAR_SEED = 3
+# Larger linear parts make a random linear dynamics whose spectral radius exceeds 1:
+# at 0.1 the benchmark's filter diverges (log-likelihood about -1e63 at d = 20).
+LINEAR_SCALE = 0.01
 N_COMPONENTS = 3
 HIDDEN_LAYER_SIZES = (32, 32)
 OBSERVATION_NOISE = 0.5
@@ -117,7 +126,13 @@ class Problem(NamedTuple):
 
 
 def build_problem(n_states, n_steps):
-    """Simulate Lorenz 96 data and draw the two networks' parameters."""
+    """Simulate Lorenz 96 data and draw the two networks' parameters.
+
+    The dense layers come from ``init_mixture_network`` (seed ``PARAMS_SEED``), the
+    linear parts from ``N(0, LINEAR_SCALE**2)`` (seed ``LINEAR_SEED``): the library
+    starts them at zero or at a gain, but non-zero values let the NumPy reference
+    check that they enter the outputs as ``inputs @ L``.
+    """
     Y, _, model = make_lorenz96(
         n_steps,
         n_states=n_states,
@@ -133,12 +148,16 @@ def build_problem(n_states, n_steps):
     )
     input_stats = Standardizer(np.nanmean(Y, axis=0), np.nanstd(Y, axis=0))
     rng = np.random.default_rng(PARAMS_SEED)
-    params = {
-        "transition": init_mixture_network(head, n_states, HIDDEN_LAYER_SIZES, rng),
-        "proposal": init_mixture_network(
-            head, n_states + Y.shape[1], HIDDEN_LAYER_SIZES, rng
-        ),
-    }
+    linear_rng = np.random.default_rng(LINEAR_SEED)
+    params = {}
+    for phase, n_inputs in (
+        ("transition", n_states),
+        ("proposal", n_states + Y.shape[1]),
+    ):
+        linear = LINEAR_SCALE * linear_rng.standard_normal((n_inputs, head.n_outputs))
+        params[phase] = init_mixture_network(
+            head, n_inputs, HIDDEN_LAYER_SIZES, rng, linear=linear
+        )
     return Problem(Y, model, head, input_stats, params)
 
 
@@ -178,31 +197,50 @@ def _logsumexp(a, axis=-1):
     return np.squeeze(total, axis=axis)
 
 
-def _mlp(layers, inputs):
-    """Tanh hidden layers, linear output."""
+def _mlp(network, inputs):
+    """Tanh hidden layers, linear output, plus the linear part ``inputs @ L``."""
     hidden = inputs
-    for W, b in layers[:-1]:
+    for W, b in network["layers"][:-1]:
         hidden = np.tanh(hidden @ W + b)
-    W, b = layers[-1]
-    return hidden @ W + b
+    W, b = network["layers"][-1]
+    return hidden @ W + b + inputs @ network["linear"]
 
 
-def _mixture(layers, head, inputs, x_prev):
-    """Log mixture weights, means and scales (diag) around ``x_prev``."""
-    outputs = _mlp(layers, inputs)
+def _mixture(network, head, inputs, centre):
+    """Mixture logits, means and scales (diag) around ``centre``."""
+    outputs = _mlp(network, inputs)
     n, S, d = outputs.shape[0], head.n_components, head.n_dims
     logits = outputs[:, :S]
-    means = x_prev[:, None, :] + head.location_scale * outputs[
+    means = centre[:, None, :] + head.location_scale * outputs[
         :, S : S + S * d
     ].reshape(n, S, d)
     raw = outputs[:, S + S * d : S + 2 * S * d].reshape(n, S, d) + head.scale_offset
-    scales = head.scale_low + (head.scale_high - head.scale_low) / (1 + np.exp(-raw))
-    log_mix = logits - _logsumexp(logits)[:, None]
-    return log_mix, means, scales
+    # The sigmoid in its tanh form, as the library computes it: 1 / (1 + exp(-raw))
+    # differs in the last bit, and the learned dynamics amplify such differences
+    # over long series until resampling picks another ancestor.
+    sigmoid = 0.5 * (np.tanh(0.5 * raw) + 1.0)
+    scales = head.scale_low + (head.scale_high - head.scale_low) * sigmoid
+    return logits, means, scales
 
 
-def _mixture_log_density(log_mix, means, scales, x):
+def _log_mixture_weights(logits):
+    """Normalised log mixture weights."""
+    return logits - _logsumexp(logits)[:, None]
+
+
+def _mixture_mean(logits, means):
+    """Mixture mean ``sum_k w_k mean_k`` of every row, shape (n, d)."""
+    # The same operations in the same order as the library (a max-shifted softmax,
+    # then a sum over components), so that the proposal's centre has no rounding
+    # difference that resampling could turn into a different ancestor.
+    weights = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+    weights = weights / np.sum(weights, axis=1, keepdims=True)
+    return np.sum(weights[:, :, None] * means, axis=1)
+
+
+def _mixture_log_density(logits, means, scales, x):
     """Log-density of ``x[i]`` under mixture ``i``, shape (n,)."""
+    log_mix = _log_mixture_weights(logits)
     z = (x[:, None, :] - means) / scales
     log_components = (
         -0.5 * np.sum(z**2, axis=-1)
@@ -234,24 +272,26 @@ def numpy_filter(problem, n_particles, seed):
         positions = (rows + rng.random()) / n * cumulative[-1]
         ancestors = np.minimum(np.searchsorted(cumulative, positions, "right"), n - 1)
         x_prev = x[ancestors]
-        # Proposal mixture of [standardised x_prev, scaled innovation].
+        # Transition mixture around x_prev, and its mean m = sum_k w_k mean_k.
         standardised = (x_prev - stats.mean) / stats.scale
-        innovation = (y - x_prev @ H.T) / noise
-        q_mix, q_means, q_scales = _mixture(
-            proposal, head, np.hstack([standardised, innovation]), x_prev
+        f_logits, f_means, f_scales = _mixture(transition, head, standardised, x_prev)
+        centre = _mixture_mean(f_logits, f_means)
+        # Proposal mixture around m, of [standardised x_prev, scaled innovation of m].
+        innovation = (y - centre @ H.T) / noise
+        q_logits, q_means, q_scales = _mixture(
+            proposal, head, np.hstack([standardised, innovation]), centre
         )
         # Component by inverting the weights' CDF, then Gaussian noise.
         uniforms = rng.random(n)
-        cdf = np.cumsum(np.exp(q_mix), axis=1)
+        cdf = np.cumsum(np.exp(_log_mixture_weights(q_logits)), axis=1)
         components = np.minimum(
             np.sum(cdf < uniforms[:, None] * cdf[:, -1:], axis=1), head.n_components - 1
         )
         eps = rng.standard_normal((n, d))
         x = q_means[rows, components] + q_scales[rows, components] * eps
         # log w = log(1/N) + log f - log q + log g.
-        f_mix, f_means, f_scales = _mixture(transition, head, standardised, x_prev)
-        log_f = _mixture_log_density(f_mix, f_means, f_scales, x)
-        log_q = _mixture_log_density(q_mix, q_means, q_scales, x)
+        log_f = _mixture_log_density(f_logits, f_means, f_scales, x)
+        log_q = _mixture_log_density(q_logits, q_means, q_scales, x)
         residuals = (y - x @ H.T) / noise
         log_g = -0.5 * np.sum(residuals**2, axis=1) + log_g_constant
         log_w = -np.log(n) + (log_f - log_q) + log_g
@@ -624,8 +664,10 @@ def run_benchmarks(config, blas_threads, sections):
         worst = max(row["relative_difference"] for row in grid)
         emit(
             "## Grid: three methods, min / median / max\n\n"
-            f"S = {N_COMPONENTS}, MLP {HIDDEN_LAYER_SIZES}, diag covariances, "
-            "systematic resampling every step, one fixed random_state per call. "
+            f"S = {N_COMPONENTS}, MLP {HIDDEN_LAYER_SIZES} plus a linear part "
+            f"(drawn from N(0, {LINEAR_SCALE}**2)), diag covariances, proposal "
+            "centred on the transition's predicted mean, systematic resampling "
+            "every step, one fixed random_state per call. "
             "Times in ms as min / median / max; ratios use the medians.\n\n"
             + grid_table(grid)
             + "\n\nLargest relative difference between the NumPy reference and the "
