@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._utils import check_scale
+from .baselines import linear_dynamics_by_moments
 from .filtering import FilterResult, particle_filter
 from .learned import StateMixSpec, locally_optimal_gain
 from .models import LinearGaussianObservation, simulate
@@ -102,6 +103,16 @@ LinearGaussianObservation`, a :class:`~statemix_sk.models.GaussianObservation` o
         error.
     covariance_type : {"diag", "full"}, default="diag"
         Covariance of each mixture component.
+    init_dynamics : {"linear", "random_walk"}, default="linear"
+        What the untrained transition is, for a linear observation (with any
+        other, nothing about the dynamics can be read off ``Y`` and it is a random
+        walk). ``"linear"``: the stationary linear-Gaussian model whose lag-0 and
+        lag-1 covariances match those of the least-squares states ``pinv(H) y``
+        (:func:`~statemix_sk.baselines.linear_dynamics_by_moments`), as
+        scikit-learn's mixtures start from k-means; ``"random_walk"``: a random
+        walk with the increment spread of the data. Either way the proposal starts
+        as the locally optimal proposal of that start, and the networks' dense
+        parts start near zero and learn what is non-linear.
     initial_state_mean : float or array-like of shape (n_states,), default=None
         Mean of the initial distribution ``x_0``. None: for a linear observation,
         the least-squares state of the first observation (averaged over the
@@ -204,6 +215,7 @@ default="systematic"
             "array-like",
         ],
         "covariance_type": [StrOptions({"diag", "full"})],
+        "init_dynamics": [StrOptions({"linear", "random_walk"})],
         "initial_state_mean": [None, Real, "array-like"],
         "initial_state_scale": [
             None,
@@ -235,6 +247,7 @@ default="systematic"
         observation=None,
         observation_noise=None,
         covariance_type="diag",
+        init_dynamics="linear",
         initial_state_mean=None,
         initial_state_scale=None,
         max_iter=60,
@@ -258,6 +271,7 @@ default="systematic"
         self.observation = observation
         self.observation_noise = observation_noise
         self.covariance_type = covariance_type
+        self.init_dynamics = init_dynamics
         self.initial_state_mean = initial_state_mean
         self.initial_state_scale = initial_state_scale
         self.max_iter = max_iter
@@ -468,6 +482,45 @@ default="systematic"
             increments = 0.1 * initial_scale
         return Standardizer(mean, scale), increments, initial_mean, initial_scale
 
+    def _dynamics_start(self, series, observation, stats, increments):
+        """Where the networks start: see ``init_dynamics``.
+
+        Returns the transition's drift (None: a random walk) and spread, and the
+        gain (None: the transition) and spread of the locally optimal proposal of
+        that transition.
+        """
+        matrix = getattr(observation, "observation_matrix", None)
+        if matrix is None:
+            return None, increments, None, increments
+        drift, transition_scale = None, increments
+        inverse = numpy.linalg.pinv(matrix)
+        if self.init_dynamics == "linear":
+            transition_matrix, process_variance = linear_dynamics_by_moments(
+                [one @ inverse.T for one in series],
+                inverse @ observation.noise_covariance @ inverse.T,
+                stats.mean,
+            )
+            if transition_matrix is not None:
+                # Increment = (A - I)(x - mean) = (A - I) diag(scale) z for the
+                # standardised input z.
+                drift = (transition_matrix - numpy.eye(len(stats.mean))) * stats.scale
+                transition_scale = numpy.clip(
+                    numpy.sqrt(process_variance), 0.05 * increments, increments
+                )
+        # Without this start, a proposal that starts as the transition is a
+        # bootstrap filter, which loses track in a few dimensions and gives the
+        # networks little to learn from.
+        gain, proposal_scale = locally_optimal_gain(
+            matrix, observation.noise_covariance, transition_scale
+        )
+        gain = gain * observation.noise_scale  # per unit of scaled innovation
+        return (
+            drift,
+            transition_scale,
+            gain,
+            numpy.maximum(proposal_scale, 1e-3 * increments),
+        )
+
     def _settings(self):
         return TrainingSettings(
             n_particles=self.n_particles,
@@ -529,19 +582,9 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             series, observation
         )
         n_states = observation.n_states
-        matrix = getattr(observation, "observation_matrix", None)
-        if matrix is None:
-            gain, proposal_scale = None, increments
-        else:
-            # The proposal starts as the locally optimal proposal of the untrained
-            # (random-walk) transition: without it, a proposal that starts as the
-            # transition is a bootstrap filter, which loses track in a few
-            # dimensions and gives the networks little to learn from.
-            gain, proposal_scale = locally_optimal_gain(
-                matrix, observation.noise_covariance, increments
-            )
-            gain = gain * observation.noise_scale  # per unit of scaled innovation
-            proposal_scale = numpy.maximum(proposal_scale, 1e-3 * increments)
+        drift, transition_scale, gain, proposal_scale = self._dynamics_start(
+            series, observation, stats, increments
+        )
 
         def head(initial_scale):
             return make_mixture_head(
@@ -554,13 +597,14 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             )
 
         spec = StateMixSpec(
-            head(increments),
+            head(transition_scale),
             head(proposal_scale),
             stats,
             observation,
             initial_mean,
             initial_scale,
             hidden_layer_sizes,
+            transition_drift=drift,
             proposal_gain=gain,
         )
         Y_padded = _pad(series)

@@ -265,47 +265,63 @@ particle_filter`; :meth:`init_params` draws such a dict.
     """(n_states,): standard deviations of the initial distribution."""
     hidden_layer_sizes: tuple
     """Hidden layer sizes of both networks."""
+    transition_drift: object = None
+    """(n_states, n_states) or None: the untrained transition's mean increment per
+    unit of standardised previous state (a linear model's ``A - I`` times the
+    standardisation scales); None starts the transition as a random walk."""
     proposal_gain: object = None
     """(n_states, n_outputs) or None: the untrained proposal's mean increment per
     unit of scaled innovation (:func:`locally_optimal_gain` times the noise
     scales); None starts the proposal as the untrained transition."""
 
-    def _proposal_linear(self):
-        """Start of the proposal's linear part: the gain, in network outputs."""
-        head = self.proposal_head
-        n_states, n_outputs = head.n_dims, self.observation.n_outputs
-        linear = numpy.zeros((n_states + n_outputs, head.n_outputs))
-        if self.proposal_gain is None:
+    def _linear_start(self, head, n_inputs, first_input, matrix):
+        """Linear part whose increments are ``matrix @ inputs[first_input:]``."""
+        linear = numpy.zeros((n_inputs, head.n_outputs))
+        if matrix is None:
             return linear
-        gain = numpy.asarray(self.proposal_gain, dtype=float)
+        matrix = numpy.asarray(matrix, dtype=float)
         # Output block of component k's increments: S + k d ... S + (k + 1) d, in
-        # units of location_scale; the innovation inputs follow the state inputs.
-        per_output = (gain / head.location_scale[:, None]).T
-        S = head.n_components
+        # units of location_scale.
+        per_output = (matrix / head.location_scale[:, None]).T
+        S, d = head.n_components, head.n_dims
         for k in range(S):
-            start = S + k * n_states
-            linear[n_states:, start : start + n_states] = per_output
+            start = S + k * d
+            linear[first_input : first_input + len(per_output), start : start + d] = (
+                per_output
+            )
         return linear
 
     def init_params(self, rng):
         """Draw initial parameters for both networks.
 
-        The transition starts as a random walk (both of its parts near zero); the
-        proposal starts as the locally optimal proposal of that random walk when
-        ``proposal_gain`` is set (its linear part holds the gain and its head's
-        initial scale the matching spread), else as the random walk too.
+        The dense parts start near zero. The transition's linear part starts at
+        ``transition_drift`` (a linear model; zero: a random walk), the
+        proposal's at ``proposal_gain`` (the locally optimal proposal of that
+        start, when the heads' initial scales match; zero: the transition).
         """
         n_states = self.transition_head.n_dims
+        n_proposal_inputs = n_states + self.observation.n_outputs
         return {
             "transition": init_mixture_network(
-                self.transition_head, n_states, self.hidden_layer_sizes, rng
+                self.transition_head,
+                n_states,
+                self.hidden_layer_sizes,
+                rng,
+                linear=self._linear_start(
+                    self.transition_head, n_states, 0, self.transition_drift
+                ),
             ),
             "proposal": init_mixture_network(
                 self.proposal_head,
-                n_states + self.observation.n_outputs,
+                n_proposal_inputs,
                 self.hidden_layer_sizes,
                 rng,
-                linear=self._proposal_linear(),
+                linear=self._linear_start(
+                    self.proposal_head,
+                    n_proposal_inputs,
+                    n_states,
+                    self.proposal_gain,
+                ),
             ),
         }
 

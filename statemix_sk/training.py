@@ -282,6 +282,10 @@ def train(params, spec, Y, schedule, settings, rng, eval_seed):
     last_good = as_params(vectors)
     iteration, converged, diverged = 0, False, False
     previous_full = None
+    # The best fixed-seed evaluation on the whole series and its parameters: the
+    # estimate is noisy, and a step may make the model worse, so the run returns
+    # the best parameters it evaluated there, not merely the last ones.
+    best_full, best_params = -numpy.inf, None
     for length, n_iterations in schedule:
         Y_window = Y[:, :length]
         n_observed = count_observed_steps(Y_window)
@@ -323,6 +327,8 @@ def train(params, spec, Y, schedule, settings, rng, eval_seed):
                         diverged = True
                         break
                     last_good = as_params(vectors)
+                    if is_full and score > best_full:
+                        best_full, best_params = score, last_good
                     entry = Evaluation(
                         iteration, length, phase, score, time.perf_counter() - start
                     )
@@ -347,7 +353,10 @@ def train(params, spec, Y, schedule, settings, rng, eval_seed):
                 previous_full = current
         if converged or diverged:
             break
-    params = last_good if diverged else as_params(vectors)
+    if best_params is not None:
+        params = best_params
+    else:
+        params = last_good if diverged else as_params(vectors)
     return TrainingResult(params, history, iteration, converged, diverged)
 
 
