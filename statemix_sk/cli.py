@@ -130,9 +130,9 @@ def build_parser():
     demo.add_argument(
         "--learning-rate",
         type=float,
-        default=0.01,
-        help="Adam step size (default 0.01: faster than the estimator's default "
-        "on this problem, where it was measured to train stably)",
+        default=0.003,
+        help="Adam step size (default 0.003, the estimator's: at 0.01 the held-out "
+        "MSE got worse while the training likelihood rose)",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--verbose", type=int, default=1)
