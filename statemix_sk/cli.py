@@ -124,8 +124,8 @@ def build_parser():
     demo.add_argument(
         "--max-iter",
         type=_positive_int,
-        default=25,
-        help="training iterations (default 25: under 3 minutes on 2 cores)",
+        default=20,
+        help="training iterations (default 20: under 3 minutes on 2 cores)",
     )
     demo.add_argument(
         "--learning-rate",
