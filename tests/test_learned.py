@@ -6,9 +6,11 @@ from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import (
     MixtureProposal,
     MixtureTransitionModel,
+    StateMixSpec,
     init_mixture_network,
+    locally_optimal_gain,
 )
-from statemix_sk.models import simulate
+from statemix_sk.models import LinearGaussianObservation, simulate
 from statemix_sk.networks import Standardizer, make_mixture_head
 
 
@@ -70,3 +72,49 @@ def test_learned_model_and_proposal_run_in_the_loop_and_simulate(learned):
     x = transition.sample_transition(x_prev, np.random.default_rng(0))
     assert x.shape == (5, 10)
     assert np.all(np.isfinite(transition.transition_log_density(x, x_prev)))
+
+
+def test_the_spec_starts_at_a_linear_model_and_its_locally_optimal_proposal():
+    # With the dense parts zeroed, the transition is exactly the linear model
+    # x_t = x + (A - I)(x - mean) and the proposal's mean is m + K (y - H m),
+    # m the transition's mean, K the Kalman gain of that model: the start the
+    # estimator builds from the data.
+    rng = np.random.default_rng(3)
+    n_states, n_outputs = 3, 2
+    H = rng.standard_normal((n_outputs, n_states))
+    observation = LinearGaussianObservation(H, [0.5, 0.8])
+    A = 0.9 * np.linalg.qr(rng.standard_normal((n_states, n_states)))[0]
+    stats = Standardizer(rng.standard_normal(n_states), rng.uniform(1, 2, n_states))
+    process = np.array([0.3, 0.4, 0.5])
+    head = make_mixture_head(2, n_states, location_scale=0.7, initial_scale=process)
+    gain, posterior = locally_optimal_gain(H, observation.noise_covariance, process)
+    spec = StateMixSpec(
+        head,
+        make_mixture_head(2, n_states, location_scale=0.7, initial_scale=posterior),
+        stats,
+        observation,
+        np.zeros(n_states),
+        np.ones(n_states),
+        (4,),
+        transition_drift=(A - np.eye(n_states)) * stats.scale,
+        proposal_gain=gain * observation.noise_scale,
+    )
+    params = spec.init_params(rng)
+    for network in params.values():
+        network["layers"] = [(0 * W, 0 * b) for W, b in network["layers"]]
+    model, proposal = spec.build(params)
+    x_prev = rng.standard_normal((5, n_states))
+    y = rng.standard_normal((5, n_outputs))
+    mean = x_prev + (x_prev - stats.mean) @ (A - np.eye(n_states)).T
+    transition = model.transition_mixture(x_prev)
+    np.testing.assert_allclose(transition.means, np.stack([mean, mean], 1))
+    np.testing.assert_allclose(transition.scales, np.broadcast_to(process, (5, 2, 3)))
+    x, log_ratio = proposal.propose(model, x_prev, y, np.random.default_rng(0), None)
+    # Recover the proposal's density from the returned ratio and compare it with
+    # the Gaussian N(m + K (y - H m), diag(posterior**2)) at the draws.
+    log_proposal = model.transition_log_density(x, x_prev) - log_ratio
+    centre = mean + (y - mean @ H.T) @ gain.T
+    expected = -0.5 * np.sum(
+        ((x - centre) / posterior) ** 2 + np.log(2 * np.pi * posterior**2), axis=1
+    )
+    np.testing.assert_allclose(log_proposal, expected, rtol=1e-10)
