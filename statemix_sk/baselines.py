@@ -9,15 +9,22 @@
   ``x_t - mu = A (x_{t-1} - mu) + w`` whose lag-0 and lag-1 covariances match the
   data's, for noisy state estimates; :class:`~statemix_sk.StateMixFilter` starts
   its networks from it.
+- :func:`linear_dynamics_by_em`: the maximum-likelihood linear-Gaussian dynamics
+  (expectation-maximisation with the Kalman smoother), started from the moments;
+  the estimator's default start.
 """
 
 import warnings
 
 import numpy
 
-from .models import LinearGaussianModel, LinearGaussianObservation
+from .models import LinearGaussianModel, LinearGaussianObservation, kalman_smoother
 
-__all__ = ["linear_dynamics_by_moments", "random_walk_model"]
+__all__ = [
+    "linear_dynamics_by_em",
+    "linear_dynamics_by_moments",
+    "random_walk_model",
+]
 
 
 def random_walk_model(Y, observation, initial_mean, initial_scale):
@@ -134,3 +141,137 @@ def linear_dynamics_by_moments(states, noise_covariance, mean, *, min_pairs=None
     process = stationary - transition_matrix @ stationary @ transition_matrix.T
     process_variance = numpy.maximum(numpy.diag(process), 1e-4 * numpy.diag(stationary))
     return transition_matrix, process_variance
+
+
+def _stabilise(transition_matrix, max_radius=0.999):
+    radius = numpy.abs(numpy.linalg.eigvals(transition_matrix)).max()
+    if radius > max_radius:
+        transition_matrix = transition_matrix * (max_radius / radius)
+    return transition_matrix
+
+
+def linear_dynamics_by_em(
+    series,
+    observation,
+    mean,
+    transition_matrix,
+    process_variance,
+    initial_mean,
+    initial_scale,
+    *,
+    max_iter=50,
+    tol=1e-4,
+):
+    """Fit ``x_t - mu = A (x_{t-1} - mu) + w`` by maximum likelihood (EM).
+
+    Expectation-maximisation for a linear-Gaussian state-space model with a known
+    observation ``y_t = H x_t + v_t`` (Shumway and Stoffer, 1982): the E-step is
+    the Kalman smoother (:func:`statemix_sk.models.kalman_smoother`), the M-step
+    ``A = S10 S00^-1`` and ``diag(Q) = diag(S11 - A S10') / n`` from the smoothed
+    second moments of the pairs ``(x_{t-1}, x_t)``. Each iteration raises the
+    exact log-likelihood; the method of moments
+    (:func:`linear_dynamics_by_moments`) gives a consistent but noisier
+    estimate, so it is the natural start. ``A`` is kept stable (spectral radius
+    at most 0.999) and ``diag(Q)`` positive.
+
+    Parameters
+    ----------
+    series : list of ndarray of shape (n_steps_i, n_outputs)
+        Observations; NaN entries are missing.
+    observation : LinearGaussianObservation
+        ``H`` and the noise covariance ``R``, both known (or any object with
+        ``observation_matrix`` and ``noise_covariance``).
+    mean : array-like of shape (n_states,)
+        ``mu``, kept fixed.
+    transition_matrix : array-like of shape (n_states, n_states)
+        Where ``A`` starts.
+    process_variance : array-like of shape (n_states,)
+        Where ``diag(Q)`` starts.
+    initial_mean, initial_scale : array-like of shape (n_states,)
+        The distribution of ``x_0`` (not ``x_0 - mu``), kept fixed.
+    max_iter : int, default=50
+    tol : float, default=1e-4
+        Stop when an iteration raises the log-likelihood per observed step by
+        less than this.
+
+    Returns
+    -------
+    transition_matrix : ndarray of shape (n_states, n_states)
+        The best ``A`` seen.
+    process_variance : ndarray of shape (n_states,)
+    log_likelihoods : ndarray
+        The exact log-likelihood per observed step before each M-step: the first
+        entry is the start's.
+
+    Examples
+    --------
+    >>> from statemix_sk import make_linear_gaussian
+    >>> Y, X, model = make_linear_gaussian(100, n_sequences=5, random_state=0)
+    >>> start = numpy.eye(4), numpy.full(4, 0.1)
+    >>> A, q, trace = linear_dynamics_by_em(
+    ...     list(Y), model.observation, numpy.zeros(4), *start, numpy.zeros(4),
+    ...     numpy.ones(4))
+    >>> bool(numpy.all(numpy.diff(trace) > -1e-9))
+    True
+    """
+    if not isinstance(observation, LinearGaussianObservation):
+        # Any object with the same members (the documented protocol).
+        observation = LinearGaussianObservation(
+            observation.observation_matrix,
+            noise_covariance=observation.noise_covariance,
+        )
+    mean = numpy.asarray(mean, dtype=float)
+    transition_matrix = numpy.array(transition_matrix, dtype=float)
+    process_variance = numpy.array(process_variance, dtype=float)
+    offset = observation.observation_matrix @ mean
+    centred = [numpy.asarray(one, dtype=float) - offset for one in series]
+    n_observed = sum(int(numpy.sum(~numpy.all(numpy.isnan(one), 1))) for one in centred)
+    n_pairs = sum(len(one) for one in centred)
+    floor = 1e-10 * max(float(numpy.max(process_variance)), 1e-300)
+    log_likelihoods = []
+    for _ in range(max_iter + 1):
+        model = LinearGaussianModel(
+            transition_matrix,
+            numpy.sqrt(process_variance),
+            observation,
+            initial_mean=numpy.asarray(initial_mean, dtype=float) - mean,
+            initial_scale=initial_scale,
+        )
+        n_states = len(mean)
+        current_current = numpy.zeros((n_states, n_states))  # S11
+        current_previous = numpy.zeros((n_states, n_states))  # S10
+        previous_previous = numpy.zeros((n_states, n_states))  # S00
+        total = 0.0
+        for one in centred:
+            result = kalman_smoother(one, model)
+            m, P = result.smoothed_means, result.smoothed_covariances
+            second = P + m[:, :, None] * m[:, None, :]
+            current_current += second[1:].sum(0)
+            previous_previous += second[:-1].sum(0)
+            current_previous += (
+                result.lag_one_covariances + m[1:, :, None] * m[:-1, None, :]
+            ).sum(0)
+            total += result.log_likelihood
+        log_likelihoods.append(total / max(n_observed, 1))
+        if log_likelihoods[-1] >= max(log_likelihoods):
+            best = transition_matrix, process_variance
+        if len(log_likelihoods) == max_iter + 1 or (
+            len(log_likelihoods) > 1 and log_likelihoods[-1] - log_likelihoods[-2] < tol
+        ):
+            break
+        transition_matrix = _stabilise(
+            numpy.linalg.solve(previous_previous.T, current_previous.T).T
+        )
+        process_variance = numpy.maximum(
+            numpy.diag(
+                current_current
+                - transition_matrix @ current_previous.T
+                - current_previous @ transition_matrix.T
+                + transition_matrix @ previous_previous @ transition_matrix.T
+            )
+            / n_pairs,
+            floor,
+        )
+    # An M-step whose A had to be stabilised may lower the likelihood: the best
+    # parameters seen are returned.
+    return (*best, numpy.array(log_likelihoods))

@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._utils import check_scale
-from .baselines import linear_dynamics_by_moments
+from .baselines import linear_dynamics_by_em, linear_dynamics_by_moments
 from .filtering import FilterResult, particle_filter
 from .learned import StateMixSpec, locally_optimal_gain
 from .models import LinearGaussianObservation, simulate
@@ -106,8 +106,11 @@ LinearGaussianObservation`, a :class:`~statemix_sk.models.GaussianObservation` o
     init_dynamics : {"linear", "random_walk"}, default="linear"
         What the untrained transition is, for a linear observation (with any
         other, nothing about the dynamics can be read off ``Y`` and it is a random
-        walk). ``"linear"``: the stationary linear-Gaussian model whose lag-0 and
-        lag-1 covariances match those of the least-squares states ``pinv(H) y``
+        walk). ``"linear"``: the maximum-likelihood stationary linear-Gaussian
+        model ``x_t - mu = A (x_{t-1} - mu) + w`` (diagonal ``Q``), by
+        expectation-maximisation with the Kalman smoother
+        (:func:`~statemix_sk.baselines.linear_dynamics_by_em`) started from the
+        method of moments on the least-squares states ``pinv(H) y``
         (:func:`~statemix_sk.baselines.linear_dynamics_by_moments`), as
         scikit-learn's mixtures start from k-means; ``"random_walk"``: a random
         walk with the increment spread of the data. Either way the proposal starts
@@ -482,7 +485,9 @@ default="systematic"
             increments = 0.1 * initial_scale
         return Standardizer(mean, scale), increments, initial_mean, initial_scale
 
-    def _dynamics_start(self, series, observation, stats, increments):
+    def _dynamics_start(
+        self, series, observation, stats, increments, initial_mean, initial_scale
+    ):
         """Where the networks start: see ``init_dynamics``.
 
         Returns the transition's drift (None: a random walk) and spread, and the
@@ -501,6 +506,15 @@ default="systematic"
                 stats.mean,
             )
             if transition_matrix is not None:
+                transition_matrix, process_variance, _ = linear_dynamics_by_em(
+                    series,
+                    observation,
+                    stats.mean,
+                    transition_matrix,
+                    process_variance,
+                    initial_mean,
+                    initial_scale,
+                )
                 # Increment = (A - I)(x - mean) = (A - I) diag(scale) z for the
                 # standardised input z.
                 drift = (transition_matrix - numpy.eye(len(stats.mean))) * stats.scale
@@ -583,7 +597,7 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         )
         n_states = observation.n_states
         drift, transition_scale, gain, proposal_scale = self._dynamics_start(
-            series, observation, stats, increments
+            series, observation, stats, increments, initial_mean, initial_scale
         )
 
         def head(initial_scale):

@@ -47,12 +47,14 @@ __all__ = [
     "GaussianObservation",
     "GaussianTransitionModel",
     "KalmanResult",
+    "KalmanSmootherResult",
     "KuramotoModel",
     "LinearGaussianModel",
     "LinearGaussianObservation",
     "Lorenz96Model",
     "StateSpaceModel",
     "kalman_filter",
+    "kalman_smoother",
     "phase_observation",
     "simulate",
 ]
@@ -675,6 +677,61 @@ class KalmanResult(NamedTuple):
     """(n_steps,): ``log p(y_t | y_1:t-1)`` (0 where nothing is observed)."""
 
 
+def _kalman_forward(Y, A, Q, H, R, mean, covariance):
+    """Run the Kalman recursion, keeping the predictions the smoother needs."""
+    # Plain numpy.linalg on small matrices: scipy's wrappers cost more than the
+    # arithmetic here, and EM runs this recursion many times.
+    n_steps, n_states = len(Y), len(mean)
+    means = numpy.empty((n_steps, n_states))
+    covariances = numpy.empty((n_steps, n_states, n_states))
+    predicted_covariances = numpy.empty((n_steps, n_states, n_states))
+    increments = numpy.zeros(n_steps)
+    observed_rows = ~numpy.isnan(Y)
+    for t in range(n_steps):
+        mean = A @ mean
+        covariance = A @ covariance @ A.T + Q
+        predicted_covariances[t] = covariance
+        observed = observed_rows[t]
+        n_observed = int(observed.sum())
+        if n_observed:
+            if n_observed == len(observed):
+                H_obs, R_obs, y = H, R, Y[t]
+            else:
+                H_obs, R_obs = H[observed], R[numpy.ix_(observed, observed)]
+                y = Y[t, observed]
+            innovation = y - H_obs @ mean
+            cross = H_obs @ covariance
+            innovation_cov = cross @ H_obs.T + R_obs
+            lower = numpy.linalg.cholesky(innovation_cov)
+            # One solve for the gain and the whitened innovation together.
+            solved = numpy.linalg.solve(
+                innovation_cov, numpy.column_stack([cross, innovation])
+            )
+            gain = solved[:, :-1].T
+            mean = mean + gain @ innovation
+            covariance = covariance - gain @ cross
+            covariance = 0.5 * (covariance + covariance.T)
+            increments[t] = -0.5 * (
+                innovation @ solved[:, -1]
+                + 2.0 * numpy.sum(numpy.log(numpy.diag(lower)))
+                + n_observed * _LOG_2PI
+            )
+        means[t] = mean
+        covariances[t] = covariance
+    return means, covariances, predicted_covariances, increments
+
+
+def _linear_gaussian_parts(model):
+    return (
+        model.transition_matrix,
+        model.process_covariance,
+        model.observation.observation_matrix,
+        model.observation.noise_covariance,
+        numpy.asarray(model.initial_mean, dtype=float),
+        numpy.diag(numpy.asarray(model.initial_scale, dtype=float) ** 2),
+    )
+
+
 def kalman_filter(Y, model):
     """Exact filtering for a linear-Gaussian model, skipping missing entries.
 
@@ -691,41 +748,65 @@ def kalman_filter(Y, model):
     -------
     result : KalmanResult
     """
-    H = model.observation.observation_matrix
-    R = model.observation.noise_covariance
+    A, Q, H, R, mean, covariance = _linear_gaussian_parts(model)
     Y = check_observations(Y, "Y", n_features=H.shape[0])
-    A, Q = model.transition_matrix, model.process_covariance
-    mean = model.initial_mean.copy()
-    covariance = numpy.diag(model.initial_scale**2)
-    means, covariances, increments = [], [], []
-    for y in Y:
-        mean = A @ mean
-        covariance = A @ covariance @ A.T + Q
-        observed = ~numpy.isnan(y)
-        increment = 0.0
-        if observed.any():
-            H_obs = H[observed]
-            innovation = y[observed] - H_obs @ mean
-            innovation_cov = (
-                H_obs @ covariance @ H_obs.T + R[numpy.ix_(observed, observed)]
-            )
-            factor = scipy.linalg.cho_factor(innovation_cov, lower=True)
-            gain = scipy.linalg.cho_solve(factor, H_obs @ covariance).T
-            mean = mean + gain @ innovation
-            covariance = covariance - gain @ H_obs @ covariance
-            covariance = 0.5 * (covariance + covariance.T)
-            increment = -0.5 * (
-                innovation @ scipy.linalg.cho_solve(factor, innovation)
-                + 2.0 * numpy.sum(numpy.log(numpy.diag(factor[0])))
-                + observed.sum() * _LOG_2PI
-            )
-        means.append(mean)
-        covariances.append(covariance)
-        increments.append(increment)
-    increments = numpy.array(increments)
-    return KalmanResult(
-        numpy.array(means),
-        numpy.array(covariances),
-        float(increments.sum()),
-        increments,
+    means, covariances, _, increments = _kalman_forward(Y, A, Q, H, R, mean, covariance)
+    return KalmanResult(means, covariances, float(increments.sum()), increments)
+
+
+class KalmanSmootherResult(NamedTuple):
+    """What :func:`kalman_smoother` returns."""
+
+    smoothed_means: numpy.ndarray
+    """(n_steps + 1, n_states): ``E[x_t | y_1:T]`` for t = 0 (the initial state)
+    to T."""
+    smoothed_covariances: numpy.ndarray
+    """(n_steps + 1, n_states, n_states): ``Cov[x_t | y_1:T]``."""
+    lag_one_covariances: numpy.ndarray
+    """(n_steps, n_states, n_states): ``Cov[x_t, x_{t-1} | y_1:T]`` for t = 1 to T."""
+    log_likelihood: float
+    """``log p(y_1:T)``."""
+
+
+def kalman_smoother(Y, model):
+    """Exact smoothing (Rauch-Tung-Striebel) for a linear-Gaussian model.
+
+    Parameters
+    ----------
+    Y : array-like of shape (n_steps, n_outputs)
+        One series; NaN entries are missing.
+    model : LinearGaussianModel
+        As for :func:`kalman_filter`.
+
+    Returns
+    -------
+    result : KalmanSmootherResult
+        Including the initial state ``x_0`` (row 0), so that the pairs
+        ``(x_{t-1}, x_t)`` of every transition are covered; the lag-one covariances
+        are ``P_{t|T} J_{t-1}'`` with the smoother gain ``J``.
+    """
+    A, Q, H, R, initial_mean, initial_covariance = _linear_gaussian_parts(model)
+    Y = check_observations(Y, "Y", n_features=H.shape[0])
+    means, covariances, predicted, increments = _kalman_forward(
+        Y, A, Q, H, R, initial_mean, initial_covariance
+    )
+    # Row 0 is x_0, whose "filtered" distribution is the prior.
+    means = numpy.concatenate([initial_mean[None], means])
+    covariances = numpy.concatenate([initial_covariance[None], covariances])
+    smoothed_means, smoothed_covariances = means.copy(), covariances.copy()
+    lag_one = numpy.empty_like(predicted)
+    for t in range(len(Y) - 1, -1, -1):
+        # Row t is x_t; predicted[t] is Cov[x_{t+1} | y_1:t].
+        gain = numpy.linalg.solve(predicted[t], A @ covariances[t]).T
+        smoothed_means[t] = means[t] + gain @ (smoothed_means[t + 1] - A @ means[t])
+        smoothed_covariances[t] = (
+            covariances[t]
+            + gain @ (smoothed_covariances[t + 1] - predicted[t]) @ gain.T
+        )
+        smoothed_covariances[t] = 0.5 * (
+            smoothed_covariances[t] + smoothed_covariances[t].T
+        )
+        lag_one[t] = smoothed_covariances[t + 1] @ gain.T
+    return KalmanSmootherResult(
+        smoothed_means, smoothed_covariances, lag_one, float(increments.sum())
     )

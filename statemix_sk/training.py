@@ -12,7 +12,9 @@ step, averaged over the training series, differentiated through the filter
   concentrates and a random start cannot make progress on it; training then goes
   on over the whole series until ``tol`` or ``max_iter``.
 - Fresh particles (a new seed) at every Adam step; every ``eval_every`` iterations
-  the objective is evaluated with one fixed seed, after each phase, and recorded.
+  the objective is evaluated with one fixed seed, after each phase, and recorded;
+  so is the start, on the whole series. The run returns the parameters of the
+  best evaluation on the whole series (the start included).
 - A step whose value or gradient is not finite stops the run; the parameters of
   the last finite evaluation are kept and the run is marked as diverged.
 - Gradients are clipped to a norm of ``max_gradient_norm`` (50): a single unlucky
@@ -168,11 +170,12 @@ class Evaluation(NamedTuple):
     """One entry of the training history."""
 
     iteration: int
-    """Iterations completed (1-based)."""
+    """Iterations completed (0: the start, before any step)."""
     window: int
-    """Length of the window trained on."""
+    """Length of the window trained on (the whole series for the start)."""
     phase: str
-    """``"transition"`` or ``"proposal"``: the phase just completed."""
+    """``"transition"`` or ``"proposal"``: the phase just completed; ``"start"``
+    for the evaluation of the initial parameters."""
     log_likelihood: float
     """Fixed-seed log-likelihood per observed step on the window."""
     seconds: float
@@ -183,10 +186,13 @@ class TrainingResult(NamedTuple):
     """What :func:`train` returns."""
 
     params: dict
+    """The parameters of the best evaluation on the whole series."""
     history: list
     n_iter: int
     converged: bool
     diverged: bool
+    final_params: dict
+    """The parameters where training stopped (the last finite ones)."""
 
 
 class RestartResult(NamedTuple):
@@ -237,6 +243,17 @@ def _is_finite(value, gradient):
     return bool(numpy.isfinite(value)) and bool(numpy.all(numpy.isfinite(gradient)))
 
 
+def _record(history, entry, settings):
+    history.append(entry)
+    if settings.verbose:
+        print(
+            f"iteration {entry.iteration:4d}  window {entry.window:4d}  "
+            f"{entry.phase:10s}  log-likelihood per step {entry.log_likelihood:10.4f}"
+            f"  ({entry.seconds:.1f} s)",
+            flush=True,
+        )
+
+
 def train(params, spec, Y, schedule, settings, rng, eval_seed):
     """Train both networks by alternating Adam on growing windows.
 
@@ -284,8 +301,18 @@ def train(params, spec, Y, schedule, settings, rng, eval_seed):
     previous_full = None
     # The best fixed-seed evaluation on the whole series and its parameters: the
     # estimate is noisy, and a step may make the model worse, so the run returns
-    # the best parameters it evaluated there, not merely the last ones.
+    # the best parameters it evaluated there, not merely the last ones. The start
+    # is a candidate too: it may already be a fitted linear model that noisy
+    # gradient steps cannot improve.
     best_full, best_params = -numpy.inf, None
+    score = float(
+        mean_log_likelihood(
+            last_good, spec, Y, count_observed_steps(Y), settings, eval_seed
+        )
+    )
+    if numpy.isfinite(score):
+        best_full, best_params = score, last_good
+        _record(history, Evaluation(0, Y.shape[1], "start", score, 0.0), settings)
     for length, n_iterations in schedule:
         Y_window = Y[:, :length]
         n_observed = count_observed_steps(Y_window)
@@ -332,14 +359,7 @@ def train(params, spec, Y, schedule, settings, rng, eval_seed):
                     entry = Evaluation(
                         iteration, length, phase, score, time.perf_counter() - start
                     )
-                    history.append(entry)
-                    if settings.verbose:
-                        print(
-                            f"iteration {iteration:4d}  window {length:4d}  "
-                            f"{phase:10s}  log-likelihood per step {score:10.4f}  "
-                            f"({entry.seconds:.1f} s)",
-                            flush=True,
-                        )
+                    _record(history, entry, settings)
             if diverged:
                 break
             if evaluate and is_full:
@@ -353,11 +373,9 @@ def train(params, spec, Y, schedule, settings, rng, eval_seed):
                 previous_full = current
         if converged or diverged:
             break
-    if best_params is not None:
-        params = best_params
-    else:
-        params = last_good if diverged else as_params(vectors)
-    return TrainingResult(params, history, iteration, converged, diverged)
+    final_params = last_good if diverged else as_params(vectors)
+    params = final_params if best_params is None else best_params
+    return TrainingResult(params, history, iteration, converged, diverged, final_params)
 
 
 def _fit_one(spec, Y, schedule, settings, seed_sequence, eval_seed, init_params):
@@ -371,7 +389,14 @@ def _fit_one(spec, Y, schedule, settings, seed_sequence, eval_seed, init_params)
                 result.params, spec, Y, count_observed_steps(Y), settings, eval_seed
             )
         )
-    return RestartResult(*result, score=score)
+    return RestartResult(
+        result.params,
+        result.history,
+        result.n_iter,
+        result.converged,
+        result.diverged,
+        score=score,
+    )
 
 
 def fit_restarts(

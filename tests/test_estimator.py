@@ -407,9 +407,13 @@ def test_fitted_attributes(fitted, data):
     assert fitted.restart_scores_.shape == (1,)
     assert fitted.n_iter_ == 2
     assert fitted.converged_ is False
-    # eval_every=1: one evaluation after each phase of every iteration.
-    assert len(fitted.history_) == 2 * fitted.n_iter_
-    assert [entry.phase for entry in fitted.history_] == ["transition", "proposal"] * 2
+    # eval_every=1: the start, then one evaluation after each phase of every
+    # iteration.
+    assert len(fitted.history_) == 1 + 2 * fitted.n_iter_
+    assert [entry.phase for entry in fitted.history_] == ["start"] + [
+        "transition",
+        "proposal",
+    ] * 2
     assert fitted.restart_scores_[0] == fitted.log_likelihood_
     # The score of the training data is the fixed-seed score recorded in fit.
     assert fitted.score(data) == pytest.approx(fitted.log_likelihood_, rel=1e-10)
@@ -565,7 +569,7 @@ def test_a_pipeline_with_a_scaler(data):
 def test_verbose_prints_one_line_per_evaluation(data, capsys):
     model = fit(tiny(verbose=1), data)
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(model.history_) == 2 * model.n_iter_
+    assert len(lines) == len(model.history_) == 1 + 2 * model.n_iter_
     for line, entry in zip(lines, model.history_, strict=True):
         assert "iteration" in line and "window" in line and entry.phase in line
         assert f"{entry.log_likelihood:.4f}" in line

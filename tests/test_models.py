@@ -12,6 +12,7 @@ from statemix_sk.models import (
     LinearGaussianObservation,
     Lorenz96Model,
     kalman_filter,
+    kalman_smoother,
     phase_observation,
     simulate,
 )
@@ -89,6 +90,64 @@ def test_kalman_filter_matches_the_joint_gaussian(full_noise, missing):
     assert result.log_likelihood_increments.shape == (n_steps,)
     if missing:
         assert result.log_likelihood_increments[2] == 0.0
+
+
+def _joint_states_and_observations(model, n_steps):
+    """Mean and covariance of (x_0..x_T) and of y_1..y_T with it, by brute force."""
+    A, Q = model.transition_matrix, model.process_covariance
+    H, R = model.observation.observation_matrix, model.observation.noise_covariance
+    dx, dy = A.shape[0], H.shape[0]
+    means = [model.initial_mean]
+    cov = {(0, 0): np.diag(model.initial_scale**2)}
+    for t in range(1, n_steps + 1):
+        means.append(A @ means[-1])
+        cov[t, t] = A @ cov[t - 1, t - 1] @ A.T + Q
+    for s in range(n_steps + 1):
+        for t in range(s + 1, n_steps + 1):
+            # Cov(x_t, x_s) = A Cov(x_{t-1}, x_s) for t > s.
+            cov[t, s] = A @ cov[t - 1, s]
+            cov[s, t] = cov[t, s].T
+    blocks = range(n_steps + 1)
+    Sx = np.block([[cov[s, t] for t in blocks] for s in blocks])
+    # y_t observes x_t for t >= 1; x_0 is never observed.
+    Hbig = np.hstack([np.zeros((n_steps * dy, dx)), np.kron(np.eye(n_steps), H)])
+    Sy = Hbig @ Sx @ Hbig.T + np.kron(np.eye(n_steps), R)
+    mx = np.concatenate(means)
+    return mx, Sx, Hbig @ mx, Sy, Sx @ Hbig.T, dx
+
+
+@pytest.mark.parametrize("full_noise", [True, False])
+@pytest.mark.parametrize("missing", [False, True])
+def test_kalman_smoother_matches_the_joint_gaussian(full_noise, missing):
+    # The smoothed moments of every x_t, and the cross-covariances of the pairs
+    # (x_{t-1}, x_t), are those of the Gaussian conditional given all observed
+    # entries.
+    model = _small_linear_gaussian(full_noise=full_noise)
+    n_steps = 6
+    Y, _ = model.simulate(n_steps, random_state=2)
+    if missing:
+        Y[0] = np.nan
+        Y[3, 1] = np.nan
+        Y[5, [0, 2]] = np.nan
+    mx, Sx, my, Sy, Sxy, dx = _joint_states_and_observations(model, n_steps)
+    observed = ~np.isnan(Y.ravel())
+    gain = scipy.linalg.solve(
+        Sy[np.ix_(observed, observed)], Sxy[:, observed].T, assume_a="pos"
+    ).T
+    means = (mx + gain @ (Y.ravel()[observed] - my[observed])).reshape(-1, dx)
+    cov = (Sx - gain @ Sxy[:, observed].T).reshape(n_steps + 1, dx, n_steps + 1, dx)
+
+    result = kalman_smoother(Y, model)
+    np.testing.assert_allclose(result.smoothed_means, means, 1e-9, 1e-12)
+    for t in range(n_steps + 1):
+        np.testing.assert_allclose(
+            result.smoothed_covariances[t], cov[t, :, t], 1e-9, 1e-12
+        )
+    for t in range(1, n_steps + 1):
+        np.testing.assert_allclose(
+            result.lag_one_covariances[t - 1], cov[t, :, t - 1], 1e-9, 1e-12
+        )
+    assert result.log_likelihood == kalman_filter(Y, model).log_likelihood
 
 
 @pytest.mark.parametrize("full_noise", [True, False])

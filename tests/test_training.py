@@ -235,9 +235,16 @@ def test_train_history_follows_the_schedule_every_iteration(problem):
     result = run(problem, schedule, make_settings(max_iter=4))
     assert result.n_iter == 4
     assert not result.converged and not result.diverged
-    assert [entry.iteration for entry in result.history] == [1, 1, 2, 2, 3, 3, 4, 4]
-    assert [entry.window for entry in result.history] == [5, 5, 10, 10, 20, 20, 20, 20]
-    assert [entry.phase for entry in result.history] == ["transition", "proposal"] * 4
+    # The start first, evaluated on the whole series; then both phases of every
+    # iteration on its window.
+    assert [entry.iteration for entry in result.history] == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert [entry.window for entry in result.history] == [20] + [5, 5, 10, 10] + [
+        20
+    ] * 4
+    assert [entry.phase for entry in result.history] == ["start"] + [
+        "transition",
+        "proposal",
+    ] * 4
     seconds = [entry.seconds for entry in result.history]
     assert seconds == sorted(seconds)
     assert all(np.isfinite(entry.log_likelihood) for entry in result.history)
@@ -247,12 +254,14 @@ def test_train_evaluates_every_eval_every_iterations_and_at_the_end(problem):
     schedule = resolve_window_schedule(((5, 1), (10, 1)), 20, 5)
     assert schedule == [(5, 1), (10, 1), (20, 3)]
     result = run(problem, schedule, make_settings(max_iter=5, eval_every=2))
-    # Iterations 2 and 4, and the last one on the whole series.
-    assert [entry.iteration for entry in result.history] == [2, 2, 4, 4, 5, 5]
-    assert [entry.window for entry in result.history] == [10, 10, 20, 20, 20, 20]
-    windows = [entry.window for entry in result.history]
+    # The start, iterations 2 and 4, and the last one on the whole series.
+    history = result.history[1:]
+    assert result.history[0].phase == "start"
+    assert [entry.iteration for entry in history] == [2, 2, 4, 4, 5, 5]
+    assert [entry.window for entry in history] == [10, 10, 20, 20, 20, 20]
+    windows = [entry.window for entry in history]
     assert windows == sorted(windows)
-    assert [entry.phase for entry in result.history] == ["transition", "proposal"] * 3
+    assert [entry.phase for entry in history] == ["transition", "proposal"] * 3
 
 
 def test_train_does_not_modify_the_initial_parameters(problem):
@@ -265,21 +274,43 @@ def test_train_does_not_modify_the_initial_parameters(problem):
 def test_a_transition_phase_changes_only_the_transition(problem):
     _, _, params = problem
     result = run(problem, [(20, 2)], make_settings(max_iter=2, n_proposal_steps=0))
-    np.testing.assert_array_equal(
-        flat(result.params["proposal"]), flat(params["proposal"])
-    )
-    assert not np.array_equal(
-        flat(result.params["transition"]), flat(params["transition"])
-    )
+    trained = result.final_params
+    np.testing.assert_array_equal(flat(trained["proposal"]), flat(params["proposal"]))
+    assert not np.array_equal(flat(trained["transition"]), flat(params["transition"]))
 
 
 def test_a_proposal_phase_changes_only_the_proposal(problem):
     _, _, params = problem
     result = run(problem, [(20, 2)], make_settings(max_iter=2, n_transition_steps=0))
+    trained = result.final_params
     np.testing.assert_array_equal(
-        flat(result.params["transition"]), flat(params["transition"])
+        flat(trained["transition"]), flat(params["transition"])
     )
-    assert not np.array_equal(flat(result.params["proposal"]), flat(params["proposal"]))
+    assert not np.array_equal(flat(trained["proposal"]), flat(params["proposal"]))
+
+
+def test_train_keeps_the_best_evaluation_on_the_whole_series_the_start_included(
+    problem,
+):
+    Y, spec, params = problem
+    settings = make_settings(max_iter=3)
+    result = run(problem, [(10, 1), (20, 2)], settings)
+    on_whole = [e for e in result.history if e.window == Y.shape[1]]
+    assert on_whole[0].phase == "start" and on_whole[0].iteration == 0
+    best = max(on_whole, key=lambda e: e.log_likelihood)
+    kept = training.mean_log_likelihood(
+        result.params, spec, Y, training.count_observed_steps(Y), settings, 123
+    )
+    assert kept == best.log_likelihood
+    # A learning rate that throws the networks far (every evaluation after the
+    # start is worse by orders of magnitude) keeps the start.
+    with np.errstate(all="ignore"):
+        result = run(problem, [(20, 2)], make_settings(max_iter=2, learning_rate=1.0))
+    scores = [e.log_likelihood for e in result.history]
+    assert result.history[0].phase == "start"
+    assert max(scores[1:]) < scores[0] - 10
+    np.testing.assert_array_equal(flat(result.params), flat(params))
+    assert not np.array_equal(flat(result.final_params), flat(params))
 
 
 def test_phases_alternate_with_their_own_adam_states(problem, monkeypatch):
