@@ -70,9 +70,12 @@ def test_fitted_filter_is_close_to_the_kalman_filter_on_linear_gaussian_data():
 
     Goal: filtered-mean MSE at most 1.2 times the exact Kalman filter's, and the
     score within 0.1 nats per step of the exact log-likelihood per step. Measured
-    at this budget (12 iterations): MSE ratio 1.10, score 0.15 nats below; the
-    score bound below (0.25) guards the measured state against regressions, the
-    0.1 goal is still open (training from the linear start lowers the score).
+    at this budget (12 iterations, N = 100): MSE 0.166 against 0.156 (ratio
+    1.07), score -5.091 against -5.008 (0.083 below). Of that gap about 0.046 is
+    the estimation error of the fitted linear model (its exact Kalman likelihood
+    is -5.054) and about 0.037 the particle filter's downward bias at N = 100.
+    Here the start (the maximum-likelihood linear model) is the best model the
+    evaluations saw, so training keeps it.
     """
     Y, X, model = make_linear_gaussian(100, n_sequences=10, random_state=0)
     Y_train, Y_test, X_test = Y[:5], Y[5:], X[5:]
@@ -89,4 +92,4 @@ def test_fitted_filter_is_close_to_the_kalman_filter_on_linear_gaussian_data():
     exact_score = np.mean([k.log_likelihood for k in kalman]) / Y.shape[1]
     mse = np.mean((estimator.predict(Y_test) - X_test) ** 2)
     assert mse <= 1.2 * exact_mse
-    assert abs(estimator.score(Y_test) - exact_score) < 0.25
+    assert abs(estimator.score(Y_test) - exact_score) < 0.1
