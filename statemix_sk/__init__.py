@@ -5,9 +5,15 @@ mixtures, small networks, resampling schemes, models with known densities, the
 datasets of the experiments and the one differentiable particle-filter loop.
 """
 
-from . import datasets, filtering, mixtures, models, networks, resampling
+from . import baselines, datasets, filtering, mixtures, models, networks, resampling
 from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
-from .estimator import StateMixFilter
+from .estimator import (
+    AuxiliaryFilter,
+    BootstrapFilter,
+    ImprovedAuxiliaryFilter,
+    LocallyOptimalFilter,
+    StateMixFilter,
+)
 from .filtering import FilterResult, particle_filter
 from .models import (
     GaussianObservation,
@@ -21,14 +27,19 @@ from .models import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AuxiliaryFilter",
+    "BootstrapFilter",
     "FilterResult",
     "GaussianObservation",
+    "ImprovedAuxiliaryFilter",
     "KuramotoModel",
     "LinearGaussianModel",
     "LinearGaussianObservation",
+    "LocallyOptimalFilter",
     "Lorenz96Model",
     "StateMixFilter",
     "__version__",
+    "baselines",
     "datasets",
     "filtering",
     "kalman_filter",

@@ -1,9 +1,11 @@
-"""StateMixFilter: the scikit-learn estimator that learns a state-space model.
+"""The scikit-learn estimators: StateMixFilter and the filters given a known model.
 
 The only module (besides input checks) that uses scikit-learn's estimator API. It
 validates parameters and data, chooses the networks' scales from the data, and
-hands the numerics to :mod:`statemix_sk.training` and
-:mod:`statemix_sk.filtering`.
+hands the numerics to :mod:`statemix_sk.training`, :mod:`statemix_sk.baselines`
+and :mod:`statemix_sk.filtering`. Every estimator here has the same filtering
+API: ``predict`` / ``transform`` (filtered means), ``score`` (log-likelihood per
+observed step), ``score_samples``, ``filter`` and ``sample``.
 """
 
 import copy
@@ -24,8 +26,15 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._utils import check_scale
-from .baselines import linear_dynamics_by_em, linear_dynamics_by_moments
-from .filtering import FilterResult, particle_filter
+from .baselines import (
+    AuxiliaryProposal,
+    ImprovedAuxiliaryProposal,
+    LocallyOptimalProposal,
+    check_locally_optimal_applies,
+    linear_dynamics_by_em,
+    linear_dynamics_by_moments,
+)
+from .filtering import BootstrapProposal, FilterResult, particle_filter
 from .learned import StateMixSpec, locally_optimal_gain
 from .models import LinearGaussianObservation, simulate
 from .networks import Standardizer, make_mixture_head
@@ -37,7 +46,13 @@ from .training import (
     resolve_window_schedule,
 )
 
-__all__ = ["StateMixFilter"]
+__all__ = [
+    "AuxiliaryFilter",
+    "BootstrapFilter",
+    "ImprovedAuxiliaryFilter",
+    "LocallyOptimalFilter",
+    "StateMixFilter",
+]
 
 # Every standard deviation of the networks' mixtures stays within these multiples
 # of the data's increment spread (the bounded scale link).
@@ -73,7 +88,225 @@ def _spread(values, axis):
     return numpy.where(numpy.isfinite(spread) & (spread > 0), spread, 1.0)
 
 
-class StateMixFilter(TransformerMixin, BaseEstimator):
+class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
+    """What every filter estimator shares: input handling and the filtering API.
+
+    A subclass's ``fit`` sets ``model_``, ``proposal_``, ``n_features_in_`` and
+    ``_eval_seed``, and has the parameters ``n_particles``, ``resampling``,
+    ``ess_threshold`` and ``random_state``.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.target_tags.required = False
+        return tags
+
+    # ----------------------------------------------------------------------------
+    # Input handling
+    # ----------------------------------------------------------------------------
+
+    def _validate_series(self, Y, *, reset):
+        """Return the series as a list of 2-D float arrays, and the input's kind.
+
+        The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
+        ``"list"`` (a list of 2-D series, lengths free).
+        """
+        if isinstance(Y, list | tuple) and len(Y) > 0 and numpy.ndim(Y[0]) == 2:
+            kind, candidates = "list", list(Y)
+        else:
+            dimensions = getattr(Y, "ndim", None)
+            if dimensions is None:
+                try:
+                    dimensions = numpy.ndim(Y)
+                except (ValueError, TypeError):  # ragged, or refuses numpy
+                    dimensions = None
+            if dimensions == 3:
+                kind, candidates = "array", list(numpy.asarray(Y))
+            else:
+                Y = validate_data(
+                    self,
+                    Y,
+                    reset=reset,
+                    dtype=numpy.float64,
+                    ensure_all_finite="allow-nan",
+                    ensure_min_samples=2,
+                )
+                return [Y], "single"
+        if not candidates:
+            raise ValueError("Y must hold at least one series, got none.")
+        series = []
+        for index, candidate in enumerate(candidates):
+            one = check_array(
+                candidate,
+                dtype=numpy.float64,
+                ensure_all_finite="allow-nan",
+                ensure_min_samples=2,
+                input_name=f"Y[{index}]",
+            )
+            if one.shape[1] != series[0].shape[1] if series else False:
+                raise ValueError(
+                    f"Every series in Y must have the same number of features: "
+                    f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
+                )
+            series.append(one)
+        n_features = series[0].shape[1]
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"Y has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return series, kind
+
+    @staticmethod
+    def _restore(values, series, kind):
+        """Give per-series results (padded, with a series axis) the input's shape."""
+        if kind == "single":
+            return values[0]
+        if kind == "array":
+            return values
+        return [value[: len(one)] for value, one in zip(values, series, strict=True)]
+
+    # ----------------------------------------------------------------------------
+    # After fitting
+    # ----------------------------------------------------------------------------
+
+    def _run_filter(self, Y, return_particles=False):
+        check_is_fitted(self)
+        series, kind = self._validate_series(Y, reset=False)
+        with numpy.errstate(all="ignore"):
+            result = particle_filter(
+                _pad(series),
+                self.model_,
+                self.proposal_,
+                n_particles=self.n_particles,
+                resampling=self.resampling,
+                ess_threshold=self.ess_threshold,
+                random_state=self._eval_seed,
+                return_particles=return_particles,
+            )
+        return result, series, kind
+
+    def filter(self, Y, return_particles=False):
+        """Filter series with the model and proposal.
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+        return_particles : bool, default=False
+            Also return the particles, log-weights and ancestors of every step.
+
+        Returns
+        -------
+        result : FilterResult or list of FilterResult
+            For a 2-D ``Y`` one result with the shapes documented by
+            :class:`~statemix_sk.filtering.FilterResult`; for a 3-D ``Y`` one with
+            a leading series axis; for a list, one result per series.
+        """
+        result, series, kind = self._run_filter(Y, return_particles)
+        if kind == "array":
+            return result
+        results = [
+            FilterResult(
+                *(
+                    None
+                    if field is None
+                    else numpy.asarray(field)[index]
+                    if numpy.ndim(field) == 1
+                    else numpy.asarray(field)[index, : len(one)]
+                    for field in result
+                )
+            )
+            for index, one in enumerate(series)
+        ]
+        return results[0] if kind == "single" else results
+
+    def predict(self, Y):
+        """Return the filtered means ``E[x_t | y_1:t]`` under the model.
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        states : ndarray of shape (n_steps, n_states), (n_sequences, n_steps, \
+n_states), or list of ndarray
+            In the structure of ``Y``.
+        """
+        result, series, kind = self._run_filter(Y)
+        return self._restore(result.filtered_means, series, kind)
+
+    def transform(self, Y):
+        """Return the filtered means, as :meth:`predict` does (for pipelines)."""
+        return self.predict(Y)
+
+    def score_samples(self, Y):
+        """Log-likelihood increments ``log p(y_t | y_1:t-1)`` per step.
+
+        Returns
+        -------
+        increments : ndarray of shape (n_steps,), (n_sequences, n_steps), or list
+            In the structure of ``Y``; 0 where a row is entirely missing.
+        """
+        result, series, kind = self._run_filter(Y)
+        return self._restore(
+            numpy.asarray(result.log_likelihood_increments), series, kind
+        )
+
+    def score(self, Y, y=None):
+        """Mean log-likelihood per observed time step (higher is better).
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        result, series, _ = self._run_filter(Y)
+        n_observed = count_observed_steps(_pad(series))
+        return float(numpy.sum(result.log_likelihood) / max(n_observed, 1))
+
+    def sample(self, n_steps, n_sequences=None, random_state=None):
+        """Simulate from the model (the learned one, for StateMixFilter).
+
+        Parameters
+        ----------
+        n_steps : int
+        n_sequences : int, default=None
+            None returns 2-D arrays; an int, 3-D arrays.
+        random_state : int, RandomState instance or None, default=None
+            None uses the estimator's ``random_state``.
+
+        Returns
+        -------
+        Y : ndarray of shape (n_steps, n_features) or (n_sequences, n_steps, \
+n_features)
+            Simulated observations.
+        X : ndarray of shape (n_steps, n_states) or (n_sequences, n_steps, \
+n_states)
+            Simulated states.
+        """
+        check_is_fitted(self)
+        rng = check_random_state(
+            self.random_state if random_state is None else random_state
+        )
+        seed = int(rng.randint(0, 2**31 - 1))
+        return simulate(self.model_, n_steps, n_sequences, seed)
+
+
+class StateMixFilter(_ParticleFilterEstimator):
     """Learn a non-linear state-space model from observations (StateMixNN).
 
     A particle filter whose transition ``f(x_t | x_{t-1})`` and proposal
@@ -291,81 +524,6 @@ default="systematic"
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
-
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.target_tags.required = False
-        return tags
-
-    # ----------------------------------------------------------------------------
-    # Input handling
-    # ----------------------------------------------------------------------------
-
-    def _validate_series(self, Y, *, reset):
-        """Return the series as a list of 2-D float arrays, and the input's kind.
-
-        The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
-        ``"list"`` (a list of 2-D series, lengths free).
-        """
-        if isinstance(Y, list | tuple) and len(Y) > 0 and numpy.ndim(Y[0]) == 2:
-            kind, candidates = "list", list(Y)
-        else:
-            dimensions = getattr(Y, "ndim", None)
-            if dimensions is None:
-                try:
-                    dimensions = numpy.ndim(Y)
-                except (ValueError, TypeError):  # ragged, or refuses numpy
-                    dimensions = None
-            if dimensions == 3:
-                kind, candidates = "array", list(numpy.asarray(Y))
-            else:
-                Y = validate_data(
-                    self,
-                    Y,
-                    reset=reset,
-                    dtype=numpy.float64,
-                    ensure_all_finite="allow-nan",
-                    ensure_min_samples=2,
-                )
-                return [Y], "single"
-        if not candidates:
-            raise ValueError("Y must hold at least one series, got none.")
-        series = []
-        for index, candidate in enumerate(candidates):
-            one = check_array(
-                candidate,
-                dtype=numpy.float64,
-                ensure_all_finite="allow-nan",
-                ensure_min_samples=2,
-                input_name=f"Y[{index}]",
-            )
-            if one.shape[1] != series[0].shape[1] if series else False:
-                raise ValueError(
-                    f"Every series in Y must have the same number of features: "
-                    f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
-                )
-            series.append(one)
-        n_features = series[0].shape[1]
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise ValueError(
-                f"Y has {n_features} features, but StateMixFilter is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return series, kind
-
-    @staticmethod
-    def _restore(values, series, kind):
-        """Give per-series results (padded, with a series axis) the input's shape."""
-        if kind == "single":
-            return values[0]
-        if kind == "array":
-            return values
-        return [value[: len(one)] for value, one in zip(values, series, strict=True)]
 
     def _check_settings(self):
         """Validate the parameters that need more than _parameter_constraints."""
@@ -692,136 +850,248 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         self._eval_seed = int(eval_seed)
         return self
 
-    # ----------------------------------------------------------------------------
-    # After fitting
-    # ----------------------------------------------------------------------------
 
-    def _run_filter(self, Y, return_particles=False):
-        check_is_fitted(self)
-        series, kind = self._validate_series(Y, reset=False)
-        with numpy.errstate(all="ignore"):
-            result = particle_filter(
-                _pad(series),
-                self.model_,
-                self.proposal_,
-                n_particles=self.n_particles,
-                resampling=self.resampling,
-                ess_threshold=self.ess_threshold,
-                random_state=self._eval_seed,
-                return_particles=return_particles,
-            )
-        return result, series, kind
+# --------------------------------------------------------------------------------------
+# Filters given a known model
+# --------------------------------------------------------------------------------------
 
-    def filter(self, Y, return_particles=False):
-        """Filter series with the learned model and proposal.
+_MODEL_METHODS = ["sample_initial", "sample_transition", "transition_log_density"]
 
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
-        return_particles : bool, default=False
-            Also return the particles, log-weights and ancestors of every step.
 
-        Returns
-        -------
-        result : FilterResult or list of FilterResult
-            For a 2-D ``Y`` one result with the shapes documented by
-            :class:`~statemix_sk.filtering.FilterResult`; for a 3-D ``Y`` one with
-            a leading series axis; for a list, one result per series.
-        """
-        result, series, kind = self._run_filter(Y, return_particles)
-        if kind == "array":
-            return result
-        results = [
-            FilterResult(
-                *(
-                    None
-                    if field is None
-                    else numpy.asarray(field)[index]
-                    if numpy.ndim(field) == 1
-                    else numpy.asarray(field)[index, : len(one)]
-                    for field in result
-                )
-            )
-            for index, one in enumerate(series)
-        ]
-        return results[0] if kind == "single" else results
+class _KnownModelFilter(_ParticleFilterEstimator):
+    """A particle filter with a given model: ``fit`` only validates and records."""
 
-    def predict(self, Y):
-        """Return the filtered means ``E[x_t | y_1:t]`` under the learned model.
+    _parameter_constraints: ClassVar[dict] = {
+        "model": [HasMethods(_MODEL_METHODS)],
+        "n_particles": [Interval(Integral, 1, None, closed="left")],
+        "resampling": [StrOptions(set(RESAMPLING_SCHEMES))],
+        "random_state": ["random_state"],
+    }
+    # Auxiliary filters resample at every step; the others when ESS / N falls to
+    # ess_threshold.
+    ess_threshold = 1.0
+
+    def __init__(
+        self, model, *, n_particles=100, resampling="systematic", random_state=None
+    ):
+        self.model = model
+        self.n_particles = n_particles
+        self.resampling = resampling
+        self.random_state = random_state
+
+    def _make_proposal(self, model):
+        raise NotImplementedError
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, Y, y=None):
+        """Validate the model and the observations, and fix the filter's seed.
+
+        Nothing is learned: the model is known. ``fit`` records the number of
+        features (which must be the model's ``observation.n_outputs``), copies
+        the model and draws the seed that makes every later method
+        deterministic.
 
         Parameters
         ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
-
-        Returns
-        -------
-        states : ndarray of shape (n_steps, n_states), (n_sequences, n_steps, \
-n_states), or list of ndarray
-            In the structure of ``Y``.
-        """
-        result, series, kind = self._run_filter(Y)
-        return self._restore(result.filtered_means, series, kind)
-
-    def transform(self, Y):
-        """Return the filtered means, as :meth:`predict` does (for pipelines)."""
-        return self.predict(Y)
-
-    def score_samples(self, Y):
-        """Log-likelihood increments ``log p(y_t | y_1:t-1)`` per step.
-
-        Returns
-        -------
-        increments : ndarray of shape (n_steps,), (n_sequences, n_steps), or list
-            In the structure of ``Y``; 0 where a row is entirely missing.
-        """
-        result, series, kind = self._run_filter(Y)
-        return self._restore(
-            numpy.asarray(result.log_likelihood_increments), series, kind
-        )
-
-    def score(self, Y, y=None):
-        """Mean log-likelihood per observed time step (higher is better).
-
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
+        Y : array-like of shape (n_steps, n_features), or (n_sequences, n_steps, \
+n_features), or list of array-like of shape (n_steps_i, n_features)
+            Observations; NaN entries are missing.
         y : None
             Ignored.
 
         Returns
         -------
-        score : float
+        self
         """
-        result, series, _ = self._run_filter(Y)
-        n_observed = count_observed_steps(_pad(series))
-        return float(numpy.sum(result.log_likelihood) / max(n_observed, 1))
+        observation = getattr(self.model, "observation", None)
+        n_outputs = getattr(observation, "n_outputs", None)
+        if n_outputs is None:
+            raise ValueError(
+                "model must have an observation model with n_outputs (see the "
+                "model protocol in statemix_sk.models), got "
+                f"{type(self.model).__name__} without one."
+            )
+        model = copy.deepcopy(self.model)
+        proposal = self._make_proposal(model)
+        previous = getattr(self, "n_features_in_", None)
+        series, _ = self._validate_series(Y, reset=True)
+        if series[0].shape[1] != n_outputs:
+            # A failed fit leaves the estimator as it was.
+            del self.n_features_in_
+            if previous is not None:
+                self.n_features_in_ = previous
+            raise ValueError(
+                f"Y has {series[0].shape[1]} features, but the model's observation "
+                f"has {n_outputs} outputs."
+            )
+        random_state = check_random_state(self.random_state)
+        self.model_ = model
+        self.proposal_ = proposal
+        self.n_states_ = int(model.n_states)
+        self._eval_seed = int(random_state.randint(0, 2**31 - 1))
+        return self
 
-    def sample(self, n_steps, n_sequences=None, random_state=None):
-        """Simulate from the learned model.
 
-        Parameters
-        ----------
-        n_steps : int
-        n_sequences : int, default=None
-            None returns 2-D arrays; an int, 3-D arrays.
-        random_state : int, RandomState instance or None, default=None
-            None uses the estimator's ``random_state``.
+class BootstrapFilter(_KnownModelFilter):
+    """The bootstrap particle filter with a known model: particles move with ``f``.
 
-        Returns
-        -------
-        Y : ndarray of shape (n_steps, n_features) or (n_sequences, n_steps, \
-n_features)
-            Simulated observations.
-        X : ndarray of shape (n_steps, n_states) or (n_sequences, n_steps, \
-n_states)
-            Simulated states.
-        """
-        check_is_fitted(self)
-        rng = check_random_state(
-            self.random_state if random_state is None else random_state
+    Parameters
+    ----------
+    model : state-space model
+        A model of :mod:`statemix_sk.models` or any object with the members of
+        the model protocol documented there.
+    n_particles : int, default=100
+    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
+default="systematic"
+    ess_threshold : float in [0, 1], default=1.0
+        Resample when ``ESS / N <= ess_threshold`` (1: at every step).
+    random_state : int, RandomState instance or None, default=None
+        Fixes, in ``fit``, the seed of every later method.
+
+    Attributes
+    ----------
+    model_ : state-space model
+        A copy of ``model``.
+    proposal_ : BootstrapProposal
+    n_states_ : int
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from statemix_sk import BootstrapFilter, make_linear_gaussian
+    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
+    >>> bootstrap = BootstrapFilter(model, n_particles=200, random_state=0).fit(Y)
+    >>> bootstrap.predict(Y).shape
+    (50, 4)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **_KnownModelFilter._parameter_constraints,
+        "ess_threshold": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    def __init__(
+        self,
+        model,
+        *,
+        n_particles=100,
+        resampling="systematic",
+        ess_threshold=1.0,
+        random_state=None,
+    ):
+        super().__init__(
+            model,
+            n_particles=n_particles,
+            resampling=resampling,
+            random_state=random_state,
         )
-        seed = int(rng.randint(0, 2**31 - 1))
-        return simulate(self.model_, n_steps, n_sequences, seed)
+        self.ess_threshold = ess_threshold
+
+    def _make_proposal(self, model):
+        return BootstrapProposal()
+
+
+class AuxiliaryFilter(_KnownModelFilter):
+    """The auxiliary particle filter (Pitt and Shephard, 1999) with a known model.
+
+    See :class:`~statemix_sk.baselines.AuxiliaryProposal`. It resamples at every
+    step. The model needs ``transition_mean``.
+
+    Parameters
+    ----------
+    model : state-space model
+    n_particles : int, default=100
+    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
+default="systematic"
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    model_, proposal_, n_states_, n_features_in_
+        As for :class:`BootstrapFilter`.
+
+    Examples
+    --------
+    >>> from statemix_sk import AuxiliaryFilter, make_linear_gaussian
+    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
+    >>> AuxiliaryFilter(model, random_state=0).fit(Y).predict(Y).shape
+    (50, 4)
+    """
+
+    def _make_proposal(self, model):
+        if not hasattr(model, "transition_mean"):
+            raise ValueError(
+                "AuxiliaryFilter needs the model's transition_mean (the predicted "
+                f"means of its first-stage weights); {type(model).__name__} has none."
+            )
+        return AuxiliaryProposal()
+
+
+class ImprovedAuxiliaryFilter(AuxiliaryFilter):
+    """The improved auxiliary particle filter (Elvira et al., 2018), known model.
+
+    See :class:`~statemix_sk.baselines.ImprovedAuxiliaryProposal`: O(N^2) time
+    and memory per step (an (N, N) array of transition densities per series).
+    It resamples at every step. The model needs ``transition_mean``.
+
+    Parameters
+    ----------
+    model : state-space model
+    n_particles : int, default=100
+    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
+default="systematic"
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    model_, proposal_, n_states_, n_features_in_
+        As for :class:`BootstrapFilter`.
+
+    Examples
+    --------
+    >>> from statemix_sk import ImprovedAuxiliaryFilter, make_linear_gaussian
+    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
+    >>> ImprovedAuxiliaryFilter(model, random_state=0).fit(Y).score(Y) < 0
+    True
+    """
+
+    def _make_proposal(self, model):
+        super()._make_proposal(model)
+        return ImprovedAuxiliaryProposal()
+
+
+class LocallyOptimalFilter(BootstrapFilter):
+    """The particle filter with the exact optimal proposal ``p(x_t | x_{t-1}, y_t)``.
+
+    See :class:`~statemix_sk.baselines.LocallyOptimalProposal`. It needs a
+    Gaussian transition (``transition_mean`` and ``process_noise``) and a
+    linear-Gaussian observation (``observation_matrix``, ``noise_covariance``);
+    ``fit`` raises a ValueError that says what is missing otherwise. With many
+    particles it is the best any filter can do with the true model.
+
+    Parameters
+    ----------
+    model : state-space model
+    n_particles : int, default=100
+    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
+default="systematic"
+    ess_threshold : float in [0, 1], default=1.0
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    model_, proposal_, n_states_, n_features_in_
+        As for :class:`BootstrapFilter`.
+
+    Examples
+    --------
+    >>> from statemix_sk import LocallyOptimalFilter, make_lorenz96
+    >>> Y, X, model = make_lorenz96(50, random_state=0)
+    >>> states = LocallyOptimalFilter(model, random_state=0).fit(Y).predict(Y)
+    >>> bool(((states - X) ** 2).mean() < ((Y - X) ** 2).mean())
+    True
+    """
+
+    def _make_proposal(self, model):
+        check_locally_optimal_applies(model)
+        return LocallyOptimalProposal(model)
