@@ -154,6 +154,9 @@ def _reproduce(args):
     (output / "results.md").write_text(tables)
     print(f"Wrote {path} and {output / 'results.md'}.")
     try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, whatever the display
         files = plot_results(results, output)
     except ImportError:
         print(

@@ -493,18 +493,38 @@ def format_tables(results):
     return "\n".join(lines)
 
 
-def plot_results(results, directory):
-    """Draw one test trajectory and the MSE bars; return the files written.
+def plot_results(results, directory=None):
+    """Draw one test trajectory and the MSE bars.
 
     Needs matplotlib (the ``plot`` extra).
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
+    Parameters
+    ----------
+    results : dict
+        From :func:`run_experiment`.
+    directory : path-like, default=None
+        Where to write ``trajectory.png`` and ``mse.png``; None keeps the figures
+        open instead (for scripts and the example gallery).
+
+    Returns
+    -------
+    files_or_figures : list
+        The paths written, or the figures when ``directory`` is None.
+    """
     import matplotlib.pyplot as plt
 
-    directory = Path(directory)
-    files = []
+    outputs = []
+
+    def finish(figure, filename):
+        figure.tight_layout()
+        if directory is None:
+            outputs.append(figure)
+        else:
+            path = Path(directory) / filename
+            figure.savefig(path, dpi=120)
+            plt.close(figure)
+            outputs.append(path)
+
     trajectory = results["runs"][0].get("trajectory")
     if trajectory:
         truth = numpy.asarray(trajectory["truth"])
@@ -528,11 +548,7 @@ def plot_results(results, directory):
         axes[0].legend(fontsize=7, ncol=3, loc="upper left")
         axes[-1].set_xlabel("time step")
         figure.suptitle(f"{results['experiment']}: one test series (run 0)")
-        figure.tight_layout()
-        path = directory / "trajectory.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        files.append(path)
+        finish(figure, "trajectory.png")
     figure, axis = plt.subplots(figsize=(9, 4))
     labels, means, errors = [], [], []
     for row in results["summary"]:
@@ -552,9 +568,5 @@ def plot_results(results, directory):
     axis.set_title(
         f"{results['experiment']}: MSE over {results['settings']['runs']} runs"
     )
-    figure.tight_layout()
-    path = directory / "mse.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    files.append(path)
-    return files
+    finish(figure, "mse.png")
+    return outputs
