@@ -913,13 +913,16 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             )
         model = copy.deepcopy(self.model)
         proposal = self._make_proposal(model)
-        previous = getattr(self, "n_features_in_", None)
+        names = ("n_features_in_", "feature_names_in_")
+        recorded = {name: getattr(self, name) for name in names if hasattr(self, name)}
         series, _ = self._validate_series(Y, reset=True)
         if series[0].shape[1] != n_outputs:
             # A failed fit leaves the estimator as it was.
-            del self.n_features_in_
-            if previous is not None:
-                self.n_features_in_ = previous
+            for name in names:
+                if hasattr(self, name):
+                    delattr(self, name)
+            for name, value in recorded.items():
+                setattr(self, name, value)
             raise ValueError(
                 f"Y has {series[0].shape[1]} features, but the model's observation "
                 f"has {n_outputs} outputs."

@@ -25,6 +25,11 @@ learned model can be differentiated.
 ``sample_simulation_start(n, rng)`` -> (n, n_states), optional
     Where simulated true series start, if not from the initial distribution (Lorenz
     96 starts on the attractor while its filters start from the climatology).
+``process_noise`` : ndarray of shape (n_states,), optional
+    A *declaration*: the transition is ``N(transition_mean(x_prev),
+    diag(process_noise**2))``. The improved auxiliary filter then computes its
+    pairwise densities by matrix products, and the locally optimal filter applies.
+    Do not define it for any other transition noise.
 
 An observation model has ``n_states``, ``n_outputs``, ``noise_scale`` (the standard
 deviation of each output's noise, shape (n_outputs,)), ``mean(x)`` (the noiseless
