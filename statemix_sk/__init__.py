@@ -11,10 +11,11 @@ from .estimator import (
     AuxiliaryFilter,
     BootstrapFilter,
     ImprovedAuxiliaryFilter,
+    InconsistentVersionWarning,
     LocallyOptimalFilter,
     StateMixFilter,
 )
-from .filtering import FilterResult, particle_filter
+from .filtering import DegeneracyWarning, FilterResult, particle_filter
 from .models import (
     GaussianObservation,
     KuramotoModel,
@@ -29,9 +30,11 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AuxiliaryFilter",
     "BootstrapFilter",
+    "DegeneracyWarning",
     "FilterResult",
     "GaussianObservation",
     "ImprovedAuxiliaryFilter",
+    "InconsistentVersionWarning",
     "KuramotoModel",
     "LinearGaussianModel",
     "LinearGaussianObservation",

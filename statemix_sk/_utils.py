@@ -9,11 +9,15 @@ on autograd's traced values alike.
 import numbers
 
 import numpy
+import scipy.sparse
 from autograd.extend import defvjp, primitive
 from sklearn.utils import check_array
 
 __all__ = [
+    "MAX_MAGNITUDE",
+    "NonNumericError",
     "as_generator",
+    "check_magnitude",
     "check_observations",
     "check_positive_int",
     "check_scale",
@@ -21,6 +25,11 @@ __all__ = [
     "logsumexp",
     "normalise_log_weights",
 ]
+
+MAX_MAGNITUDE = 1e150
+"""The largest magnitude an observation may have, and the bounds of a standard
+deviation (``1 / MAX_MAGNITUDE`` to ``MAX_MAGNITUDE``): squares (and a few sums of
+them) must stay finite and non-zero in float64, whose largest value is 1.8e308."""
 
 
 @primitive
@@ -171,7 +180,8 @@ def check_scale(value, name, size=None):
     Parameters
     ----------
     value : float or array-like of shape (size,)
-        Standard deviation(s); each must be finite and strictly positive.
+        Standard deviation(s); each must lie in ``[1 / MAX_MAGNITUDE,
+        MAX_MAGNITUDE]``.
     name : str
         The argument's name, used in error messages.
     size : int, optional
@@ -196,6 +206,12 @@ def check_scale(value, name, size=None):
             f"{name} must be finite and strictly positive (a standard deviation), "
             f"got {value!r}."
         )
+    if numpy.any(scale < 1.0 / MAX_MAGNITUDE) or numpy.any(scale > MAX_MAGNITUDE):
+        raise ValueError(
+            f"{name} must lie between {1.0 / MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g} "
+            "(a standard deviation whose square is a non-zero, finite float64), got "
+            f"{value!r}."
+        )
     if size is None:
         return numpy.atleast_1d(scale).copy()
     if scale.ndim == 1 and scale.shape[0] != size:
@@ -206,8 +222,100 @@ def check_scale(value, name, size=None):
     return numpy.broadcast_to(scale, (size,)).copy()
 
 
-def check_observations(Y, name="Y", *, n_features=None):
-    """Validate one series of observations: 2-D, numeric, NaN allowed, no inf.
+class NonNumericError(ValueError, TypeError):
+    """Observations hold something that is not a number (a dict, say).
+
+    A ValueError, as every bad input is, and a TypeError, as scikit-learn's
+    estimator checks expect for entries that cannot be turned into numbers
+    (scikit-learn's ``NotFittedError`` is a ValueError and an AttributeError in
+    the same way).
+    """
+
+
+def _reject_non_numeric(Y, name):
+    """Raise a ValueError naming ``name`` unless ``Y`` holds real numbers.
+
+    scikit-learn's ``check_array`` would parse numeric strings and turn dates into
+    numbers of days; here strings, bytes, dates, durations and complex numbers are
+    errors, while numeric object arrays are accepted.
+    """
+    if scipy.sparse.issparse(Y):
+        raise ValueError(
+            f"{name} is a sparse matrix, but sparse data is not supported: pass a "
+            f"dense array ({name}.toarray())."
+        )
+    array = Y if hasattr(Y, "dtype") else None
+    if array is None and not hasattr(Y, "dtypes"):  # lists, scalars, other objects
+        try:
+            array = numpy.asarray(Y)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{name} must be a rectangular array of numbers (n_steps, "
+                f"n_features), with rows of equal length: {exc}"
+            ) from None
+    if array is None:  # a data frame: check_array converts it
+        return
+    kind = numpy.dtype(array.dtype).kind if _is_numpy_dtype(array.dtype) else "O"
+    if kind == "O":
+        # Only object arrays are scanned, element by element.
+        types = {type(value) for value in numpy.asarray(array, dtype=object).flat}
+        if any(issubclass(type_, str | bytes) for type_ in types):
+            kind = "U"
+        elif any(issubclass(type_, complex | numpy.complexfloating) for type_ in types):
+            kind = "c"
+        elif any(
+            issubclass(type_, numpy.datetime64 | numpy.timedelta64) for type_ in types
+        ):
+            kind = "M"
+    if kind in "USV":
+        raise ValueError(
+            f"{name} must hold numbers, got strings or bytes (dtype "
+            f"{array.dtype}): convert them to numbers first."
+        )
+    if kind in "Mm":
+        raise ValueError(
+            f"{name} must hold numbers, got dates or durations (dtype "
+            f"{array.dtype}): convert them to numbers first."
+        )
+    if kind == "c":
+        raise ValueError(
+            f"{name} must hold real numbers, got complex numbers (dtype "
+            f"{array.dtype}). Complex data not supported."
+        )
+
+
+def _is_numpy_dtype(dtype):
+    """Whether ``dtype`` is one numpy understands (not a pandas extension type)."""
+    try:
+        numpy.dtype(dtype)
+    except TypeError:
+        return False
+    return True
+
+
+def check_magnitude(values, name):
+    """Raise a ValueError naming ``name`` if an entry's magnitude passes MAX_MAGNITUDE.
+
+    NaN entries are ignored. Values that large cannot be squared in float64.
+    """
+    with numpy.errstate(invalid="ignore"):
+        too_large = numpy.abs(values) > MAX_MAGNITUDE
+    if numpy.any(too_large):
+        index = tuple(int(i) for i in numpy.argwhere(too_large)[0])
+        raise ValueError(
+            f"{name} has a value of magnitude {abs(values[index]):.3g} at index "
+            f"{index}, beyond {MAX_MAGNITUDE:g}: values that large cannot be squared "
+            f"in float64. Rescale {name} (with a StandardScaler, say)."
+        )
+
+
+def check_observations(Y, name="Y", *, n_features=None, min_steps=1, estimator=None):
+    """Validate one series of observations: 2-D, real numbers, NaN allowed, no inf.
+
+    Every error is a ValueError whose message names ``name``: inf, values beyond
+    :data:`MAX_MAGNITUDE` in magnitude, the wrong number of dimensions, fewer
+    than ``min_steps`` rows, no columns, ragged rows, strings, bytes, dates,
+    complex numbers and sparse matrices. Numeric object arrays are accepted.
 
     Parameters
     ----------
@@ -217,25 +325,45 @@ def check_observations(Y, name="Y", *, n_features=None):
         The argument's name, used in error messages.
     n_features : int, optional
         The number of columns the series must have.
+    min_steps : int, default=1
+        The fewest rows (time steps) accepted.
+    estimator : estimator, optional
+        Named in scikit-learn's messages.
 
     Returns
     -------
     Y : ndarray of shape (n_steps, n_features), float64
+
+    Examples
+    --------
+    >>> check_observations([[1, 2], [numpy.nan, 4]])
+    array([[ 1.,  2.],
+           [nan,  4.]])
+    >>> try:
+    ...     check_observations([["a", "b"]], "Y")
+    ... except ValueError as error:
+    ...     print(str(error)[:24])
+    Y must hold numbers, got
     """
+    _reject_non_numeric(Y, name)
     try:
         Y = check_array(
             Y,
             dtype=numpy.float64,
             ensure_all_finite="allow-nan",
-            ensure_min_samples=1,
+            ensure_min_samples=min_steps,
             input_name=name,
+            estimator=estimator,
         )
-    except ValueError as exc:
-        raise ValueError(
+    except (TypeError, ValueError) as exc:
+        steps = "one step" if min_steps == 1 else f"{min_steps} steps"
+        error = NonNumericError if isinstance(exc, TypeError) else ValueError
+        raise error(
             f"{name} must be one series of observations, a 2-D numeric array "
-            f"(n_steps, n_features) with at least one step; NaN marks a missing "
+            f"(n_steps, n_features) with at least {steps}; NaN marks a missing "
             f"entry. {exc}"
         ) from exc
+    check_magnitude(Y, name)
     if n_features is not None and Y.shape[1] != n_features:
         raise ValueError(
             f"{name} has {Y.shape[1]} features (columns) but {n_features} were "

@@ -515,7 +515,16 @@ class LocallyOptimalProposal:
         )
         innovation_cov = H @ Q @ H.T + R
         self.gain = scipy.linalg.solve(innovation_cov, H @ Q, assume_a="pos").T
-        covariance = Q - self.gain @ H @ Q
+        # The covariance in information form, (Q^-1 + H' R^-1 H)^-1: positive
+        # definite by construction. Q - K H Q loses it to cancellation when R is
+        # small next to H Q H' (a nearly noiseless observation).
+        whitened = scipy.linalg.solve_triangular(
+            numpy.linalg.cholesky(R), H, lower=True
+        )
+        information = numpy.diag(1.0 / numpy.diag(Q)) + whitened.T @ whitened
+        covariance = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(information, lower=True), numpy.eye(len(Q))
+        )
         self.cholesky = numpy.linalg.cholesky(0.5 * (covariance + covariance.T))
         self.log_det = 2.0 * numpy.sum(numpy.log(numpy.diag(self.cholesky)))
         self.observation_matrix = H

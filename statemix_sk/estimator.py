@@ -8,6 +8,7 @@ API: ``predict`` / ``transform`` (filtered means), ``score`` (log-likelihood per
 observed step), ``score_samples``, ``filter`` and ``sample``.
 """
 
+import contextlib
 import copy
 import warnings
 from numbers import Integral, Real
@@ -16,7 +17,7 @@ from typing import ClassVar
 import numpy
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
@@ -25,7 +26,7 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._utils import check_scale
+from ._utils import check_magnitude, check_observations, check_scale
 from .baselines import (
     AuxiliaryProposal,
     ImprovedAuxiliaryProposal,
@@ -34,7 +35,12 @@ from .baselines import (
     linear_dynamics_by_em,
     linear_dynamics_by_moments,
 )
-from .filtering import BootstrapProposal, FilterResult, particle_filter
+from .filtering import (
+    BootstrapProposal,
+    DegeneracyWarning,
+    FilterResult,
+    particle_filter,
+)
 from .learned import StateMixSpec, locally_optimal_gain
 from .models import LinearGaussianObservation, simulate
 from .networks import Standardizer, make_mixture_head
@@ -50,9 +56,27 @@ __all__ = [
     "AuxiliaryFilter",
     "BootstrapFilter",
     "ImprovedAuxiliaryFilter",
+    "InconsistentVersionWarning",
     "LocallyOptimalFilter",
     "StateMixFilter",
 ]
+
+
+class InconsistentVersionWarning(UserWarning):
+    """An estimator was unpickled under another statemix-sk version.
+
+    Its results may differ from those under the version that pickled it, or it may
+    not work at all. Pickles are meant for the same machine and library versions;
+    refit the estimator under the version in use.
+    """
+
+
+def _package_version():
+    """Return ``statemix_sk.__version__`` (imported late: the package imports us)."""
+    from . import __version__
+
+    return __version__
+
 
 # Every standard deviation of the networks' mixtures stays within these multiples
 # of the data's increment spread (the bounded scale link).
@@ -66,6 +90,38 @@ def _pad(series):
     for index, one in enumerate(series):
         padded[index, : len(one)] = one
     return padded
+
+
+def _ndim(Y):
+    """Return the number of dimensions of ``Y``, or None if numpy cannot tell."""
+    dimensions = getattr(Y, "ndim", None)
+    if dimensions is not None:
+        return dimensions
+    try:
+        return numpy.ndim(Y)
+    except (TypeError, ValueError):  # ragged, or refuses numpy
+        return None
+
+
+def _warn_if_degenerate(ess, series):
+    """Warn once if the ESS fell below 2 at a step of a series (padding excluded)."""
+    ess = numpy.asarray(ess)
+    observed_steps = numpy.arange(ess.shape[1])[None] < numpy.array(
+        [[len(one)] for one in series]
+    )
+    collapsed = (ess < 2.0) & observed_steps
+    if numpy.any(collapsed):
+        index, step = numpy.argwhere(collapsed)[0]
+        warnings.warn(
+            f"The effective sample size fell below 2 at {int(collapsed.sum())} of "
+            f"{int(observed_steps.sum())} steps (first at step {step} of series "
+            f"{index}, ESS {ess[index, step]:.3g}): the filtered estimates there "
+            "rest on one or two particles. More particles (n_particles), or a look "
+            "at the data for outliers, may help; FilterResult.ess has the ESS of "
+            "every step.",
+            DegeneracyWarning,
+            stacklevel=3,
+        )
 
 
 def _leaves(params):
@@ -96,11 +152,40 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
     ``ess_threshold`` and ``random_state``.
     """
 
+    # The argument that supplies the model the filter runs (named when its output
+    # is not finite).
+    _model_argument = "model"
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.target_tags.required = False
         return tags
+
+    # ----------------------------------------------------------------------------
+    # Pickling
+    # ----------------------------------------------------------------------------
+
+    def __getstate__(self):
+        """Return the state to pickle, with the statemix-sk version."""
+        state = dict(super().__getstate__())
+        state["_statemix_sk_version"] = _package_version()
+        return state
+
+    def __setstate__(self, state):
+        """Restore a pickled state; warn if another statemix-sk version wrote it."""
+        state = dict(state)
+        pickled = state.pop("_statemix_sk_version", "unknown")
+        current = _package_version()
+        if pickled != current:
+            warnings.warn(
+                f"Unpickling {type(self).__name__} from statemix-sk version "
+                f"{pickled} when using version {current}: its results may differ, "
+                "or it may not work. Refit it under this version.",
+                InconsistentVersionWarning,
+                stacklevel=2,
+            )
+        super().__setstate__(state)
 
     # ----------------------------------------------------------------------------
     # Input handling
@@ -110,41 +195,30 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
         """Return the series as a list of 2-D float arrays, and the input's kind.
 
         The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
-        ``"list"`` (a list of 2-D series, lengths free).
+        ``"list"`` (a list of 2-D series, lengths free). Every series is checked
+        by :func:`~statemix_sk._utils.check_observations` (at least two steps), so
+        that every error is a ValueError naming ``Y`` (or ``Y[i]``).
         """
-        if isinstance(Y, list | tuple) and len(Y) > 0 and numpy.ndim(Y[0]) == 2:
+        if isinstance(Y, list | tuple) and (len(Y) == 0 or _ndim(Y[0]) == 2):
             kind, candidates = "list", list(Y)
+        elif _ndim(Y) == 3:
+            kind, candidates = "array", list(numpy.asarray(Y))
         else:
-            dimensions = getattr(Y, "ndim", None)
-            if dimensions is None:
-                try:
-                    dimensions = numpy.ndim(Y)
-                except (ValueError, TypeError):  # ragged, or refuses numpy
-                    dimensions = None
-            if dimensions == 3:
-                kind, candidates = "array", list(numpy.asarray(Y))
-            else:
-                Y = validate_data(
-                    self,
-                    Y,
-                    reset=reset,
-                    dtype=numpy.float64,
-                    ensure_all_finite="allow-nan",
-                    ensure_min_samples=2,
-                )
-                return [Y], "single"
+            # Feature names only (n_features_in_ is recorded below, for every
+            # kind of input alike).
+            validate_data(self, Y, reset=reset, skip_check_array=True, ensure_2d=False)
+            kind, candidates = "single", [Y]
         if not candidates:
             raise ValueError("Y must hold at least one series, got none.")
         series = []
         for index, candidate in enumerate(candidates):
-            one = check_array(
+            one = check_observations(
                 candidate,
-                dtype=numpy.float64,
-                ensure_all_finite="allow-nan",
-                ensure_min_samples=2,
-                input_name=f"Y[{index}]",
+                "Y" if kind == "single" else f"Y[{index}]",
+                min_steps=2,
+                estimator=self,
             )
-            if one.shape[1] != series[0].shape[1] if series else False:
+            if series and one.shape[1] != series[0].shape[1]:
                 raise ValueError(
                     f"Every series in Y must have the same number of features: "
                     f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
@@ -153,14 +227,37 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
         n_features = series[0].shape[1]
         if reset:
             self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
+            if kind != "single" and hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
         elif n_features != self.n_features_in_:
+            # scikit-learn's wording first (its estimator checks look for it).
             raise ValueError(
-                f"Y has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
+                f"X has {n_features} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input: the "
+                f"observations Y must have the {self.n_features_in_} features "
+                "(columns) they had in fit."
             )
         return series, kind
+
+    @contextlib.contextmanager
+    def _unchanged_on_failure(self):
+        """Undo what a failed or interrupted fit recorded about its input.
+
+        Validation records ``n_features_in_`` and ``feature_names_in_`` before the
+        work; the fitted attributes are set only at the end of a fit. A fit that
+        raises (KeyboardInterrupt included) leaves the estimator as it was.
+        """
+        names = ("n_features_in_", "feature_names_in_")
+        recorded = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        try:
+            yield
+        except BaseException:
+            for name in names:
+                if hasattr(self, name):
+                    delattr(self, name)
+            for name, value in recorded.items():
+                setattr(self, name, value)
+            raise
 
     @staticmethod
     def _restore(values, series, kind):
@@ -189,7 +286,30 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
                 random_state=self._eval_seed,
                 return_particles=return_particles,
             )
+        self._check_finite(result)
         return result, series, kind
+
+    def _check_finite(self, result):
+        """Raise a ValueError if the filter's output is not finite.
+
+        The input is finite (checked) and every weight is in the log domain, so
+        NaN or infinity can only come from the model: its densities or its states
+        (a user's observation function that fails far from the data, say).
+        """
+        increments = numpy.asarray(result.log_likelihood_increments)
+        means = numpy.asarray(result.filtered_means)
+        bad = ~numpy.isfinite(increments) | ~numpy.all(numpy.isfinite(means), -1)
+        if numpy.any(bad):
+            series, step = numpy.argwhere(bad)[0]
+            raise ValueError(
+                f"The filter's output is not finite from step {step} of series "
+                f"{series} on, although Y is finite: the {self._model_argument} "
+                f"({type(self.model_).__name__} with "
+                f"{type(self.model_.observation).__name__}) gave NaN or infinite "
+                "densities or states there. Check that the observation model (for "
+                "a GaussianObservation, its function) and the transition are "
+                "finite for every state the particles may reach."
+            )
 
     def filter(self, Y, return_particles=False):
         """Filter series with the model and proposal.
@@ -206,9 +326,18 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
         result : FilterResult or list of FilterResult
             For a 2-D ``Y`` one result with the shapes documented by
             :class:`~statemix_sk.filtering.FilterResult`; for a 3-D ``Y`` one with
-            a leading series axis; for a list, one result per series.
+            a leading series axis; for a list, one result per series. Its ``ess``
+            is the effective sample size after each step.
+
+        Warns
+        -----
+        DegeneracyWarning
+            Once per call, when the effective sample size fell below 2 at some
+            step of some series: the estimates there rest on one or two
+            particles.
         """
         result, series, kind = self._run_filter(Y, return_particles)
+        _warn_if_degenerate(result.ess, series)
         if kind == "array":
             return result
         results = [
@@ -440,6 +569,8 @@ default="systematic"
     (2, 30, 4)
     """
 
+    _model_argument = "learned model with the given observation"
+
     _parameter_constraints: ClassVar[dict] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
@@ -600,8 +731,19 @@ default="systematic"
         matrix = getattr(observation, "observation_matrix", None)
         if matrix is not None:
             inverse = numpy.linalg.pinv(matrix)
-            states = [one @ inverse.T for one in series]  # NaN stays NaN
+            with numpy.errstate(over="ignore", invalid="ignore"):
+                states = [one @ inverse.T for one in series]  # NaN stays NaN
             stacked = numpy.concatenate(states)
+            complete = ~numpy.any(numpy.isnan(numpy.concatenate(series)), axis=1)
+            try:
+                if not numpy.all(numpy.isfinite(stacked[complete])):
+                    raise ValueError("They overflow float64.")
+                check_magnitude(stacked, "pinv(observation_matrix) @ Y")
+            except ValueError as exc:
+                raise ValueError(
+                    "observation_matrix is too close to singular for this Y: the "
+                    f"least-squares states pinv(H) y are out of range. {exc}"
+                ) from None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = numpy.nanmean(stacked, axis=0)
@@ -728,27 +870,18 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         -------
         self : StateMixFilter
         """
-        # Validation records n_features_in_ (and feature names) on the estimator;
-        # a fit that fails or is interrupted must leave them as they were.
-        recorded = {
-            name: getattr(self, name)
-            for name in ("n_features_in_", "feature_names_in_")
-            if hasattr(self, name)
-        }
-        try:
+        with self._unchanged_on_failure():
             return self._fit(Y)
-        except BaseException:
-            for name in ("n_features_in_", "feature_names_in_"):
-                if hasattr(self, name):
-                    delattr(self, name)
-            for name, value in recorded.items():
-                setattr(self, name, value)
-            raise
 
     def _fit(self, Y):
         """Do the work of :meth:`fit`; fitted attributes are set only at the end."""
         hidden_layer_sizes = self._check_settings()
         series, _ = self._validate_series(Y, reset=True)
+        if not any(numpy.any(~numpy.isnan(one)) for one in series):
+            raise ValueError(
+                "Y has no observed entry (every value is NaN): there is nothing to "
+                "learn from."
+            )
         observation = self._resolve_observation(series[0].shape[1])
         stats, increments, initial_mean, initial_scale = self._state_statistics(
             series, observation
@@ -913,25 +1046,19 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             )
         model = copy.deepcopy(self.model)
         proposal = self._make_proposal(model)
-        names = ("n_features_in_", "feature_names_in_")
-        recorded = {name: getattr(self, name) for name in names if hasattr(self, name)}
-        series, _ = self._validate_series(Y, reset=True)
-        if series[0].shape[1] != n_outputs:
-            # A failed fit leaves the estimator as it was.
-            for name in names:
-                if hasattr(self, name):
-                    delattr(self, name)
-            for name, value in recorded.items():
-                setattr(self, name, value)
-            raise ValueError(
-                f"Y has {series[0].shape[1]} features, but the model's observation "
-                f"has {n_outputs} outputs."
-            )
-        random_state = check_random_state(self.random_state)
+        with self._unchanged_on_failure():
+            series, _ = self._validate_series(Y, reset=True)
+            if series[0].shape[1] != n_outputs:
+                raise ValueError(
+                    f"Y has {series[0].shape[1]} features, but the model's "
+                    f"observation has {n_outputs} outputs."
+                )
+            eval_seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        # The fitted attributes are set together, after everything that can fail.
         self.model_ = model
         self.proposal_ = proposal
         self.n_states_ = int(model.n_states)
-        self._eval_seed = int(random_state.randint(0, 2**31 - 1))
+        self._eval_seed = eval_seed
         return self
 
 

@@ -44,6 +44,7 @@ from .estimator import (
     LocallyOptimalFilter,
     StateMixFilter,
 )
+from .filtering import DegeneracyWarning
 
 __all__ = [
     "EXPERIMENTS",
@@ -128,7 +129,11 @@ def _estimates(estimator, Y, circular):
     """Return the filtered estimates of every test series and the score."""
     if not circular:
         return estimator.predict(Y), estimator.score(Y)
-    result = estimator.filter(Y, return_particles=True)
+    with warnings.catch_warnings():
+        # The experiments measure every filter, degenerate or not: the warning
+        # is for a user's own call.
+        warnings.simplefilter("ignore", DegeneracyWarning)
+        result = estimator.filter(Y, return_particles=True)
     weights = numpy.exp(result.log_weights)[..., None]
     estimates = numpy.arctan2(
         numpy.sum(weights * numpy.sin(result.particles), axis=-2),

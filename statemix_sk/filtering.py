@@ -65,7 +65,24 @@ from ._utils import (
 )
 from .resampling import get_resampling_scheme, should_resample
 
-__all__ = ["BootstrapProposal", "FilterResult", "PreviousCloud", "particle_filter"]
+__all__ = [
+    "BootstrapProposal",
+    "DegeneracyWarning",
+    "FilterResult",
+    "PreviousCloud",
+    "particle_filter",
+]
+
+
+class DegeneracyWarning(RuntimeWarning):
+    """The weights of a particle filter collapsed onto one or two particles.
+
+    The estimators' ``filter`` method warns with it, once per call, when the
+    effective sample size fell below 2 at some step (the ``ess`` field of the
+    :class:`FilterResult` says where): the estimates there rest on one or two
+    particles. More particles, a better proposal or a look at the data (an
+    outlier?) help. Training never warns: there such collapses are routine.
+    """
 
 
 class PreviousCloud(NamedTuple):
@@ -134,8 +151,12 @@ _BOOTSTRAP = BootstrapProposal()
 
 def _check_series(Y, n_outputs):
     """Validate one series (2-D) or several of equal length (3-D); return 3-D."""
-    array = numpy.asarray(Y) if not hasattr(Y, "ndim") else Y
-    if getattr(array, "ndim", None) == 3:
+    try:
+        dimensions = numpy.ndim(Y)
+    except (TypeError, ValueError):  # ragged: check_observations says so
+        dimensions = None
+    if dimensions == 3:
+        array = numpy.asarray(Y)
         n_series, n_steps, n_features = array.shape
         if n_series == 0:
             raise ValueError("Y must hold at least one series, got 0.")
@@ -241,6 +262,7 @@ default="systematic"
     identity = numpy.broadcast_to(numpy.arange(n_particles), (n_series, n_particles))
     observed = ~numpy.isnan(Y)
     fully_observed = observed.all(axis=2)
+    partly_observed = observed.any(axis=2)
 
     particles = model.sample_initial(n_rows, rng)
     log_weights = numpy.full((n_series, n_particles), -log_n)
@@ -344,6 +366,12 @@ default="systematic"
                 (n_series, n_particles),
             )
         increment = logsumexp(log_w, axis=1, keepdims=True)
+        if not partly_observed[:, t].all():
+            # Nothing observed: the increment is log 1 = 0, exactly, not 0 up to
+            # rounding; its gradient (the resampling score) is kept.
+            increment = np.where(
+                partly_observed[:, t, None], increment, increment - getval(increment)
+            )
         log_weights = log_w - increment
 
         records["increments"].append(increment)

@@ -46,7 +46,14 @@ import autograd.numpy as np
 import numpy
 import scipy.linalg
 
-from ._utils import as_generator, check_observations, check_positive_int, check_scale
+from ._utils import (
+    MAX_MAGNITUDE,
+    as_generator,
+    check_magnitude,
+    check_observations,
+    check_positive_int,
+    check_scale,
+)
 
 __all__ = [
     "GaussianObservation",
@@ -89,9 +96,19 @@ class StateSpaceModel(Protocol):
 # --------------------------------------------------------------------------------------
 
 
+def _as_real_array(value, name):
+    """Return ``value`` as a float array, or raise a ValueError naming ``name``."""
+    if numpy.iscomplexobj(value):
+        raise ValueError(f"{name} must be real, got complex numbers.")
+    try:
+        return numpy.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers: {exc}") from None
+
+
 def _check_covariance(covariance, name, size=None):
     """Validate a symmetric positive-definite matrix; return it and its Cholesky."""
-    covariance = numpy.asarray(covariance, dtype=float)
+    covariance = _as_real_array(covariance, name)
     if covariance.ndim != 2 or covariance.shape[0] != covariance.shape[1]:
         raise ValueError(
             f"{name} must be a square matrix, got shape {covariance.shape}."
@@ -103,6 +120,15 @@ def _check_covariance(covariance, name, size=None):
         )
     if not numpy.all(numpy.isfinite(covariance)):
         raise ValueError(f"{name} must be finite.")
+    variances = numpy.diag(covariance)
+    if numpy.any(variances > MAX_MAGNITUDE**2) or numpy.any(
+        (variances > 0) & (variances < MAX_MAGNITUDE**-2)
+    ):
+        raise ValueError(
+            f"{name} must have variances between {MAX_MAGNITUDE**-2:g} and "
+            f"{MAX_MAGNITUDE**2:g} (standard deviations between "
+            f"{1 / MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}), got {variances}."
+        )
     if not numpy.allclose(covariance, covariance.T, rtol=1e-10, atol=1e-12):
         raise ValueError(f"{name} must be symmetric.")
     try:
@@ -277,7 +303,7 @@ class LinearGaussianObservation(_GaussianNoiseObservation):
             size = check_positive_int(size, "n_states")
             matrix = numpy.eye(size)
         else:
-            matrix = numpy.asarray(observation_matrix, dtype=float)
+            matrix = _as_real_array(observation_matrix, "observation_matrix")
             if matrix.ndim != 2 or matrix.size == 0:
                 raise ValueError(
                     "observation_matrix must be a non-empty 2-D array (n_outputs, "
@@ -285,6 +311,7 @@ class LinearGaussianObservation(_GaussianNoiseObservation):
                 )
             if not numpy.all(numpy.isfinite(matrix)):
                 raise ValueError("observation_matrix must be finite.")
+            check_magnitude(matrix, "observation_matrix")
             if n_states is not None and matrix.shape[1] != n_states:
                 raise ValueError(
                     f"observation_matrix has {matrix.shape[1]} columns but n_states "
@@ -348,8 +375,20 @@ class GaussianObservation(_GaussianNoiseObservation):
         self._set_noise(noise_scale, None, output.shape[1])
 
     def mean(self, x):
-        """Noiseless observations ``h(x)``, shape (n, n_outputs)."""
-        return self.function(x)
+        """Noiseless observations ``h(x)``, shape (n, n_outputs).
+
+        Raises a ValueError naming ``function`` if it returns another shape (a
+        function may pass the check in ``__init__`` and fail on other inputs).
+        """
+        output = self.function(x)
+        expected = (*numpy.shape(x)[:-1], self.n_outputs)
+        if numpy.shape(output) != expected:
+            raise ValueError(
+                "function must map states of shape (n, n_states) to observations of "
+                f"shape (n, n_outputs); on {numpy.shape(x)} it returned shape "
+                f"{numpy.shape(output)} instead of {expected}."
+            )
+        return output
 
 
 # --------------------------------------------------------------------------------------

@@ -525,6 +525,8 @@ def test_locally_optimal_filtered_means_converge_to_kalman_at_rate_one_over_n():
 # --------------------------------------------------------------------------------------
 
 
+# Thirty particles may collapse at a step: filter's DegeneracyWarning is expected.
+@pytest.mark.filterwarnings("ignore::statemix_sk.DegeneracyWarning")
 @pytest.mark.parametrize(
     ("model_class", "estimator_class"),
     [(SineModelWithNoise, one) for one in ESTIMATORS]
@@ -603,6 +605,8 @@ def _fitted(estimator_class, data, **params):
     ).fit(Y)
 
 
+# Seven particles may collapse at a step: filter's DegeneracyWarning is expected.
+@pytest.mark.filterwarnings("ignore::statemix_sk.DegeneracyWarning")
 @pytest.mark.parametrize("estimator_class", ESTIMATORS)
 def test_clone_and_params(estimator_class, data):
     estimator = _fitted(estimator_class, data)
