@@ -277,25 +277,31 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
 def estimate_seconds(name, settings, n_jobs=1):
     """Estimate roughly the wall time of an experiment (2 cores, 2026).
 
-    Calibrated on this project's measurements: StateMixFilter training about 5 s
-    per iteration for 5 series of 100 steps (Lorenz 96), a filter step about
-    4 ms plus 45 us per particle per series, the improved auxiliary filter about
-    70 ms per step per series at N = 1000 (it grows as N^2).
+    Calibrated on ``reproduce lorenz96 --runs 10`` (21 min 48 s with 2 jobs):
+    StateMixFilter training about 7 s per iteration for 5 series of 100 steps; a
+    step of a known-model filter about 2 ms plus 8 us per particle per series
+    (the auxiliary filter twice that), of the learned filter 4 ms plus 15 us per
+    particle; the improved auxiliary filter about 70 ms per step per series at
+    N = 1000, growing as N^2.
     """
     steps = settings["n_steps"]
     series_steps = settings["n_test"] * steps
     fit = (
-        5.0
+        7.0
         * settings["max_iter"]
         * (settings["n_train"] * steps / 500.0)
         * len(settings["n_components"])
     )
     filtering = 0.0
     for n_particles in settings["n_particles"]:
-        per_step = 0.004 + 45e-6 * n_particles
-        filtering += series_steps * per_step * (2 + len(settings["n_components"]))
-        filtering += series_steps * max(0.07 * (n_particles / 1000.0) ** 2, per_step)
-    filtering += series_steps * (0.004 + 45e-6 * settings["floor_particles"])
+        known = 0.002 + 8e-6 * n_particles
+        learned = 0.004 + 15e-6 * n_particles
+        filtering += series_steps * (
+            3 * known
+            + len(settings["n_components"]) * learned
+            + max(0.07 * (n_particles / 1000.0) ** 2, known)
+        )
+    filtering += series_steps * (0.002 + 8e-6 * settings["floor_particles"])
     workers = max(1, min(n_jobs, settings["runs"]))
     return settings["runs"] * (fit + filtering) / workers
 
