@@ -93,12 +93,17 @@ def _mlp(inputs, *weights):
 
 
 def _mlp_vjp(argnums, output, args, kwargs):
-    """Back-propagate through every layer once, for all requested arguments."""
+    """Back-propagate through every layer once, for all requested arguments.
+
+    The hidden activations are recomputed when the backward pass runs, not
+    held from the forward pass: autograd keeps this closure for the whole
+    series, and the activations were about 2.8 MB per filter step at N = 1000.
+    """
     inputs, weights = args[0], args[1:]
-    activations = _mlp_activations(inputs, weights)
     n_layers = len(weights) // 2
 
     def vjp(upstream):
+        activations = _mlp_activations(inputs, weights)
         gradients = [None] * len(args)
         delta = upstream
         for layer in reversed(range(n_layers)):
