@@ -2,34 +2,52 @@
 Lorenz 96: StateMixFilter against the classic particle filters
 ==============================================================
 
-The paper's comparison (``statemix-sk reproduce lorenz96``) at a small size: each
+The paper's comparison (``statemix-sk reproduce lorenz96``) at a reduced size: each
 run draws a model, training and test series; StateMixFilter learns from the training
 observations only; every method filters the same test series with the same number of
 particles. The floor is the locally optimal filter with the true model and many
 particles.
 
-The full comparison (10 runs, N = 100 and 1000) is in the README; this script keeps
-to about a minute on two cores.
+The size comes from ``STATEMIX_EXAMPLES_SIZE``: ``tiny`` takes seconds (CI's
+check that the script runs; its numbers mean nothing), ``small`` (the default)
+about a minute on two cores, and ``full`` is the command's own comparison (10
+runs, N = 100 and 1000, 20 training iterations: about 20 minutes on two cores).
+The measured full results are in the reproduction-table example.
 """
+
+import os
 
 import matplotlib.pyplot as plt
 
 from statemix_sk.experiments import format_tables, plot_results, run_experiment
 
 EXPERIMENT = "lorenz96"
-RUNS = 2
-N_PARTICLES = (100,)
-N_COMPONENTS = (3,)
-MAX_ITER = 5  # the command's default is 20
-FLOOR_PARTICLES = 2000  # the command's default is 10,000
+SIZE = os.environ.get("STATEMIX_EXAMPLES_SIZE", "small")
+RUNS = {"tiny": 1, "small": 2, "full": 10}[SIZE]
+N_PARTICLES = {"tiny": (20,), "small": (100,), "full": (100, 1000)}[SIZE]
+N_COMPONENTS = {"tiny": (1,), "small": (3,), "full": (3,)}[SIZE]
+N_TRAIN = {"tiny": 2, "small": 5, "full": 5}[SIZE]
+N_TEST = {"tiny": 1, "small": 5, "full": 5}[SIZE]
+N_STEPS = {"tiny": 20, "small": 100, "full": 100}[SIZE]
+MAX_ITER = {"tiny": 1, "small": 5, "full": 20}[SIZE]  # the command's default is 20
+TRAIN_PARTICLES = {"tiny": 20, "small": 100, "full": 100}[SIZE]
+FLOOR_PARTICLES = {"tiny": 200, "small": 2000, "full": 10_000}[SIZE]
 SEED = 0
 
+print(
+    f"Size {SIZE!r}: {RUNS} run(s), N = {N_PARTICLES}, S = {N_COMPONENTS}, "
+    f"{MAX_ITER} training iteration(s)."
+)
 results = run_experiment(
     EXPERIMENT,
     runs=RUNS,
     n_particles=N_PARTICLES,
     n_components=N_COMPONENTS,
+    n_train=N_TRAIN,
+    n_test=N_TEST,
+    n_steps=N_STEPS,
     max_iter=MAX_ITER,
+    train_particles=TRAIN_PARTICLES,
     floor_particles=FLOOR_PARTICLES,
     n_jobs=2,
     seed=SEED,

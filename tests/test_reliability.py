@@ -577,7 +577,8 @@ NOISE_FORMS = ["negative", "indefinite", "singular", "zero", "asymmetric", "non-
 
 @st.composite
 def bad_noise(draw, form):
-    size = draw(st.integers(2 if form == "asymmetric" else 1, 3))
+    # A 1 x 1 outer product v v' is singular only for v = 0: rank-one needs size 2.
+    size = draw(st.integers(2 if form in ("asymmetric", "singular") else 1, 3))
     factor = draw(hnp.arrays(np.float64, (size, size), elements=st.floats(-2.0, 2.0)))
     positive = factor @ factor.T + np.eye(size)
     if form == "negative":
