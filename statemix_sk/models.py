@@ -131,13 +131,21 @@ def _check_covariance(covariance, name, size=None):
         )
     if not numpy.allclose(covariance, covariance.T, rtol=1e-10, atol=1e-12):
         raise ValueError(f"{name} must be symmetric.")
+    singular = ValueError(
+        f"{name} must be positive definite (it is singular or has a negative "
+        "eigenvalue)."
+    )
     try:
         cholesky = numpy.linalg.cholesky(covariance)
     except numpy.linalg.LinAlgError:
-        raise ValueError(
-            f"{name} must be positive definite (it is singular or has a negative "
-            "eigenvalue)."
-        ) from None
+        raise singular from None
+    # Rounding can let an exactly singular matrix through the factorisation
+    # (v v' has a last pivot of about 1e-18, not 0). Judged on the correlation
+    # matrix, so that small but well-conditioned noise stays allowed.
+    scale = numpy.sqrt(numpy.diag(covariance))
+    correlation = covariance / numpy.outer(scale, scale)
+    if numpy.linalg.eigvalsh(correlation)[0] <= 1e-12 * len(covariance):
+        raise singular
     return covariance, cholesky
 
 
