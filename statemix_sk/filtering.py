@@ -63,6 +63,7 @@ from ._utils import (
     ess_from_log_weights,
     logsumexp,
 )
+from .fused import take_rows
 from .resampling import get_resampling_scheme, should_resample
 
 __all__ = [
@@ -282,7 +283,11 @@ default="systematic"
     }
     for t in range(n_steps):
         uses_proposal = fully_observed[:, t]
-        y_rows = numpy.repeat(Y[:, t], n_particles, axis=0)
+        if n_series == 1:
+            # A read-only view: nothing to copy, and nothing kept on the tape.
+            y_rows = numpy.broadcast_to(Y[0, t], (n_rows, Y.shape[2]))
+        else:
+            y_rows = numpy.repeat(Y[:, t], n_particles, axis=0)
         if uses_proposal.all():
             step_proposal, proposal_rows = proposal, None
         elif not uses_proposal.any():
@@ -332,7 +337,8 @@ default="systematic"
             ancestors = frozen_ancestors[:, t]
         rows = (ancestors + offsets).ravel()
         gathered = np.reshape(
-            np.reshape(log_resampling, (-1,))[rows], (n_series, n_particles)
+            take_rows(np.reshape(log_resampling, (-1,)), rows),
+            (n_series, n_particles),
         )
         if frozen is not None:
             reference = frozen_reference[:, t]
@@ -343,11 +349,11 @@ default="systematic"
         # log sum(v) - log N - log eta_a; one that was not resampled carries log W.
         log_carried = gathered + numpy.where(resample[:, None], -reference - log_n, 0.0)
         if log_eta is not None:
-            eta_rows = np.reshape(log_eta, (-1,))[rows]
+            eta_rows = take_rows(np.reshape(log_eta, (-1,)), rows)
             log_carried = (
                 log_carried + log_total - np.reshape(eta_rows, (n_series, n_particles))
             )
-        x_prev = particles[rows]
+        x_prev = take_rows(particles, rows)
         context = PreviousCloud(particles, log_weights, rows, log_eta, n_series)
         particles, log_ratio = step_proposal.propose(
             model, x_prev, y_proposal, rng, context

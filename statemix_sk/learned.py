@@ -27,6 +27,7 @@ import autograd.numpy as np
 import numpy
 
 from ._utils import check_scale
+from .fused import StepConfig, learned_proposal_step, take_block
 from .mixtures import GaussianMixture, mixture_log_density, sample_mixture
 from .models import simulate
 from .networks import apply_mixture_head, apply_mlp, init_mlp, standardize
@@ -73,9 +74,12 @@ def apply_mixture_network(params, inputs):
 def _unpack(params):
     # Unpacked once per filter call: autograd records every container access, and
     # the filter applies the network at every step.
+    layers = [tuple(layer) for layer in params["layers"]]
     return {
-        "layers": [tuple(layer) for layer in params["layers"]],
+        "layers": layers,
         "linear": params["linear"],
+        # W_1, b_1, ..., W_L, b_L, linear: the arguments of the fused step.
+        "arrays": [array for layer in layers for array in layer] + [params["linear"]],
     }
 
 
@@ -200,12 +204,20 @@ class MixtureProposal:
     input_stats : Standardizer
         Fixed statistics standardising the previous state (the innovation part of
         the input is already scaled by the observation noise).
+    fused : bool, default=True
+        Compute the step as the one primitive
+        :func:`statemix_sk.fused.learned_proposal_step` (less time and far less
+        memory under autograd) when it applies: a :class:`MixtureTransitionModel`
+        and diagonal heads. False composes it from autograd primitives, the
+        reference the fused step is tested against; both give the same values,
+        gradients and random draws.
     """
 
-    def __init__(self, params, head, input_stats):
+    def __init__(self, params, head, input_stats, fused=True):
         self.params = _unpack(params)
         self.head = head
         self.input_stats = input_stats
+        self.fused = fused
 
     def first_stage_log_weights(self, model, particles, log_weights, y):
         """None: the learned filter has no auxiliary weights."""
@@ -221,6 +233,14 @@ class MixtureProposal:
         proposal, ``m + K (y_t - H m)``), so it keeps up while the transition
         learns instead of having to relearn the dynamics itself.
         """
+        if self._fuses(model):
+            if context is None:
+                return self._propose_fused(
+                    model, x_prev, numpy.arange(len(x_prev)), y, rng
+                )
+            return self._propose_fused(
+                model, context.particles, context.ancestors, y, rng
+            )
         observation = model.observation
         if isinstance(model, MixtureTransitionModel):
             # One network pass gives both the mean and, below, the density.
@@ -241,6 +261,46 @@ class MixtureProposal:
         else:
             log_transition = mixture_log_density(transition, x)
         return x, log_transition - mixture_log_density(proposal, x)
+
+    def _fuses(self, model):
+        return (
+            self.fused
+            and isinstance(model, MixtureTransitionModel)
+            and model.head.covariance_type == "diag"
+            and self.head.covariance_type == "diag"
+        )
+
+    def _propose_fused(self, model, particles, rows, y, rng):
+        """:meth:`propose` from ``particles[rows]`` as one primitive.
+
+        Same random draws, values and gradients as the composition.
+        """
+        n_items = len(rows)
+        n_states = model.n_states
+        # The order of draws of mixtures.draw_mixture_noise.
+        uniforms = rng.random(n_items)
+        noise = rng.standard_normal((n_items, n_states))
+        config = StepConfig(
+            model.head,
+            self.head,
+            self.input_stats,
+            model.observation,
+            len(model.params["arrays"]),
+        )
+        step = learned_proposal_step(
+            particles,
+            rows,
+            numpy.asarray(y, dtype=float),
+            uniforms,
+            noise,
+            config,
+            *model.params["arrays"],
+            *self.params["arrays"],
+        )
+        return (
+            take_block(step, (slice(None), slice(0, n_states))),
+            take_block(step, (slice(None), n_states)),
+        )
 
 
 class StateMixSpec(NamedTuple):

@@ -45,6 +45,7 @@ from typing import NamedTuple, Protocol
 import autograd.numpy as np
 import numpy
 import scipy.linalg
+from autograd.extend import defvjp, primitive
 
 from ._utils import (
     MAX_MAGNITUDE,
@@ -264,6 +265,49 @@ class _GaussianNoiseObservation:
         return self.mean(x) + noise @ self._noise_cholesky.T
 
 
+def _whitened_residuals(x, y, observation):
+    """``(y - x H') / noise_scale`` (or times the whitening matrix)."""
+    residuals = y - numpy.dot(x, observation.observation_matrix.T)
+    if observation._diagonal:
+        return residuals / observation.noise_scale
+    return numpy.dot(residuals, observation._whitening.T)
+
+
+@primitive
+def _linear_gaussian_log_density(x, y, observation):
+    """Fully observed ``log g(y | x)`` of a LinearGaussianObservation, fused.
+
+    One autograd primitive, differentiable in ``x``, whose VJP holds only its
+    arguments: the composition keeps the whitened residuals (n, n_outputs) of
+    every time step on autograd's tape. The operations are those of
+    ``_log_density``, so both give the same values.
+    """
+    whitened = _whitened_residuals(x, y, observation)
+    return (
+        -0.5 * numpy.sum(whitened**2, axis=-1)
+        - observation._log_det
+        - 0.5 * observation.n_outputs * _LOG_2PI
+    )
+
+
+def _linear_gaussian_log_density_vjp(result, x, y, observation):
+    def vjp(upstream):
+        whitened = _whitened_residuals(x, y, observation)
+        if observation._diagonal:
+            by_residual = whitened / observation.noise_scale
+        else:
+            by_residual = numpy.dot(whitened, observation._whitening)
+        # d/dx of -0.5 |W (y - H x)|^2 is H' W' W (y - H x).
+        return numpy.dot(
+            upstream[:, None] * by_residual, observation.observation_matrix
+        )
+
+    return vjp
+
+
+defvjp(_linear_gaussian_log_density, _linear_gaussian_log_density_vjp)
+
+
 class LinearGaussianObservation(_GaussianNoiseObservation):
     """Linear-Gaussian observations ``y = H x + v``, ``v ~ N(0, R)``.
 
@@ -332,6 +376,18 @@ class LinearGaussianObservation(_GaussianNoiseObservation):
     def mean(self, x):
         """Noiseless observations ``x @ H.T``, shape (n, n_outputs)."""
         return np.dot(x, self.observation_matrix.T)
+
+    def log_density(self, x, y):
+        """Log-density of the observation ``y`` given each state.
+
+        Parameters and result as for :class:`GaussianObservation`. When ``y``
+        has no missing entry this is one autograd primitive with the same value
+        (less memory and time under autograd); otherwise the general composition.
+        """
+        y = numpy.asarray(y, dtype=float)
+        if numpy.isnan(y).any():
+            return super().log_density(x, y)
+        return _linear_gaussian_log_density(x, y, self)
 
 
 def phase_observation(phases):

@@ -1,0 +1,359 @@
+"""The learned filter's proposal step as one autograd primitive.
+
+At every time step StateMixNN's proposal runs the transition network, takes the
+transition mixture's mean, runs the proposal network on the innovation of that
+prediction, samples from the proposal mixture and evaluates both mixture densities
+at the sample (see :meth:`statemix_sk.learned.MixtureProposal.propose`). Composed
+from autograd primitives this is about 25 nodes per step, and autograd's tape keeps
+each node's output until the backward pass: the two networks' outputs (n, 123) and
+the mixtures' means and scales (n, S, d), about 6 MB per step at n = 1000, d = 20.
+
+:func:`learned_proposal_step` computes the same thing as **one** primitive whose
+backward pass recomputes the forward pass from its inputs, the previous particles
+and the two networks' weights, which the tape holds anyway. Only its output, the
+new particles and the log ratio ``log f - log pi``, stays on the tape. The
+straightforward composition remains in :mod:`statemix_sk.learned` as the
+reference, and the tests check that both give the same value and gradient for the
+same random draws.
+
+:func:`take_rows` is the gather by ancestors, with a backward pass that sums the
+gradients of the copies of a particle with ``numpy.add.reduceat`` (ancestors are
+sorted) instead of autograd's ``numpy.add.at``.
+
+Everything here is plain NumPy on values; only the primitives' wrappers meet
+autograd.
+"""
+
+from typing import NamedTuple
+
+import numpy
+from autograd import make_vjp
+from autograd.extend import defvjp, defvjp_argnums, primitive
+
+from ._utils import logsumexp
+from .mixtures import _diag_terms
+from .networks import _mlp_activations, _sigmoid
+
+__all__ = ["StepConfig", "learned_proposal_step", "take_block", "take_rows"]
+
+
+class StepConfig(NamedTuple):
+    """What :func:`learned_proposal_step` needs besides arrays (all constants)."""
+
+    transition_head: object
+    """MixtureHead of the transition network (diagonal)."""
+    proposal_head: object
+    """MixtureHead of the proposal network (diagonal)."""
+    input_stats: object
+    """Standardizer of the previous state."""
+    observation: object
+    """The observation model: ``mean`` and ``noise_scale`` are used."""
+    n_transition_arrays: int
+    """How many of the weight arrays belong to the transition network."""
+
+
+def _network_forward(arrays, inputs):
+    """``mlp(layers, inputs) + inputs @ linear``; arrays ``W_1, b_1, ..., L``.
+
+    The same operations as :func:`statemix_sk.learned.apply_mixture_network`, so
+    that the fused and the reference path agree to the last bit in the forward
+    pass (a different mixture component could otherwise be drawn). Returns the
+    outputs and every layer's input, which the backward pass reuses.
+    """
+    layers, linear = arrays[:-1], arrays[-1]
+    activations = _mlp_activations(inputs, layers)
+    return activations[-1] + numpy.dot(inputs, linear), activations
+
+
+def _network_backward(arrays, activations, upstream):
+    """Gradients of the weights (same order as ``arrays``) and of the inputs."""
+    layers, linear = arrays[:-1], arrays[-1]
+    inputs = activations[0]
+    n_layers = len(layers) // 2
+    gradients = [None] * len(arrays)
+    gradients[-1] = inputs.T @ upstream
+    delta = upstream
+    for layer in reversed(range(n_layers)):
+        below = activations[layer]
+        gradients[2 * layer] = below.T @ delta
+        gradients[2 * layer + 1] = numpy.sum(delta, axis=0)
+        delta = delta @ layers[2 * layer].T
+        if layer > 0:
+            delta = delta * (1.0 - below**2)
+    return gradients, delta + upstream @ linear.T
+
+
+def _head_forward(head, outputs, reference):
+    """Logits, means (``reference`` plus increments), scales and the sigmoid."""
+    n_items = outputs.shape[0]
+    S, d = head.n_components, head.n_dims
+    logits = outputs[:, :S]
+    increments = numpy.reshape(outputs[:, S : S + S * d], (n_items, S, d))
+    raw = numpy.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
+    increments = increments * head.location_scale
+    sigmoid = _sigmoid(raw + head.scale_offset)
+    scales = head.scale_low + (head.scale_high - head.scale_low) * sigmoid
+    return logits, reference[:, None, :] + increments, scales, sigmoid
+
+
+def _head_backward(head, sigmoid, d_logits, d_means, d_scales):
+    """Gradient of the network outputs from those of logits, means and scales."""
+    n_items = d_logits.shape[0]
+    d_raw = d_scales * (head.scale_high - head.scale_low) * sigmoid * (1.0 - sigmoid)
+    return numpy.concatenate(
+        [
+            d_logits,
+            numpy.reshape(d_means * head.location_scale, (n_items, -1)),
+            numpy.reshape(d_raw, (n_items, -1)),
+        ],
+        axis=1,
+    )
+
+
+def _density_backward(terms, log_density, scales, upstream):
+    """VJP of :func:`statemix_sk.mixtures.diag_mixture_log_density` for all args.
+
+    ``terms`` are the forward pass's ``_diag_terms`` and ``log_density`` its
+    result.
+    """
+    z, log_weights, joint = terms
+    responsibilities = numpy.exp(joint - log_density[:, None])
+    weighted = (upstream[:, None] * responsibilities)[..., None]
+    d_means = weighted * z / scales
+    return (
+        -numpy.sum(d_means, axis=1),
+        upstream[:, None] * (responsibilities - numpy.exp(log_weights)),
+        d_means,
+        weighted * (z**2 - 1.0) / scales,
+    )
+
+
+def _choose_components(logits, uniforms):
+    """Component of each row by inversion, as :func:`mixtures.draw_mixture_noise`."""
+    n_components = logits.shape[1]
+    if n_components == 1:
+        return numpy.zeros(len(logits), dtype=numpy.intp)
+    weights = numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    cumulative = numpy.cumsum(weights, axis=1)
+    return numpy.minimum(
+        numpy.sum(cumulative < uniforms[:, None] * cumulative[:, -1:], axis=1),
+        n_components - 1,
+    )
+
+
+def _forward(x_prev, y, uniforms, noise, config, arrays):
+    """The whole step on values; returns a dict of what the backward pass needs."""
+    transition_arrays = arrays[: config.n_transition_arrays]
+    proposal_arrays = arrays[config.n_transition_arrays :]
+    stats, observation = config.input_stats, config.observation
+    standardized = (x_prev - stats.mean) / stats.scale
+    f_outputs, f_activations = _network_forward(transition_arrays, standardized)
+    f_logits, f_means, f_scales, f_sigmoid = _head_forward(
+        config.transition_head, f_outputs, x_prev
+    )
+    # The transition's mixture mean, computed as learned._mixture_mean does.
+    f_weights = numpy.exp(f_logits - numpy.max(f_logits, axis=1, keepdims=True))
+    f_weights = f_weights / numpy.sum(f_weights, axis=1, keepdims=True)
+    centre = numpy.sum(f_weights[:, :, None] * f_means, axis=1)
+    innovation = (y - observation.mean(centre)) / observation.noise_scale
+    proposal_inputs = numpy.concatenate([standardized, innovation], axis=1)
+    q_outputs, q_activations = _network_forward(proposal_arrays, proposal_inputs)
+    q_logits, q_means, q_scales, q_sigmoid = _head_forward(
+        config.proposal_head, q_outputs, centre
+    )
+    n_components = q_logits.shape[1]
+    one_hot = (
+        _choose_components(q_logits, uniforms)[:, None] == numpy.arange(n_components)
+    ).astype(float)
+    x = numpy.sum(one_hot[:, :, None] * (q_means + q_scales * noise[:, None, :]), 1)
+    f_terms = _diag_terms(x, f_logits, f_means, f_scales)
+    q_terms = _diag_terms(x, q_logits, q_means, q_scales)
+    f_log_density = logsumexp(f_terms[2], axis=-1)
+    q_log_density = logsumexp(q_terms[2], axis=-1)
+    return {
+        "transition_arrays": transition_arrays,
+        "proposal_arrays": proposal_arrays,
+        "f": (f_activations, f_means, f_scales, f_sigmoid, f_weights),
+        "f_density": (f_terms, f_log_density),
+        "centre": centre,
+        "q": (q_activations, q_scales, q_sigmoid),
+        "q_density": (q_terms, q_log_density),
+        "one_hot": one_hot,
+        "x": x,
+        "log_ratio": f_log_density - q_log_density,
+    }
+
+
+@primitive
+def learned_proposal_step(particles, rows, y, uniforms, noise, config, *arrays):
+    """Propose from the learned mixture; return ``[x, log f(x) - log pi(x)]``.
+
+    Parameters
+    ----------
+    particles : array of shape (m, n_states)
+        The previous particle cloud.
+    rows : ndarray of int of shape (n,)
+        The row of ``particles`` that each new particle descends from: the step
+        starts from ``particles[rows]`` (the gather is inside the primitive, so
+        that the gathered copy is not kept on the tape).
+    y : ndarray of shape (n, n_outputs)
+        The observation of each row (constant).
+    uniforms : ndarray of shape (n,)
+        The uniforms that choose each row's proposal component (constant).
+    noise : ndarray of shape (n, n_states)
+        The standard normal draws of the reparameterised sample (constant).
+    config : StepConfig
+    *arrays : arrays
+        The transition network's ``W_1, b_1, ..., W_L, b_L, linear``, then the
+        proposal network's.
+
+    Returns
+    -------
+    step : array of shape (n, n_states + 1)
+        The new particles in the first ``n_states`` columns, the log ratio of the
+        transition and proposal densities at them in the last.
+    """
+    values = _forward(particles[rows], y, uniforms, noise, config, arrays)
+    return numpy.concatenate([values["x"], values["log_ratio"][:, None]], axis=1)
+
+
+def _learned_step_vjp(argnums, result, args, kwargs):
+    """VJP of :func:`learned_proposal_step`: the forward pass, recomputed, reversed.
+
+    Holds only the arguments: the intermediates (both networks' activations and
+    outputs, both mixtures) are recomputed when the backward pass reaches this
+    step, which costs one more forward pass of the step and saves keeping them
+    for the whole series.
+    """
+    particles, rows, y, uniforms, noise, config = args[:6]
+    arrays = args[6:]
+
+    def vjp(upstream):
+        x_prev = particles[rows]
+        v = _forward(x_prev, y, uniforms, noise, config, arrays)
+        observation = config.observation
+        f_activations, f_means, f_scales, f_sigmoid, f_weights = v["f"]
+        q_activations, q_scales, q_sigmoid = v["q"]
+        n_states = x_prev.shape[1]
+        d_x = upstream[:, :n_states]
+        d_ratio = upstream[:, n_states]
+
+        # log_ratio = log f(x) - log pi(x).
+        f_dx, d_f_logits, d_f_means, d_f_scales = _density_backward(
+            *v["f_density"], f_scales, d_ratio
+        )
+        q_dx, d_q_logits, d_q_means, d_q_scales = _density_backward(
+            *v["q_density"], q_scales, -d_ratio
+        )
+        d_x = d_x + f_dx + q_dx
+        # x = sum_k one_hot_k (q_means_k + q_scales_k noise).
+        d_q_means = d_q_means + v["one_hot"][:, :, None] * d_x[:, None, :]
+        d_q_scales = d_q_scales + v["one_hot"][:, :, None] * (d_x * noise)[:, None, :]
+        # The proposal network and its head, centred on the transition's mean.
+        d_centre = numpy.sum(d_q_means, axis=1)
+        proposal_gradients, d_inputs = _network_backward(
+            v["proposal_arrays"],
+            q_activations,
+            _head_backward(
+                config.proposal_head, q_sigmoid, d_q_logits, d_q_means, d_q_scales
+            ),
+        )
+        d_standardized = d_inputs[:, :n_states]
+        # innovation = (y - h(centre)) / noise_scale.
+        observation_vjp, _ = make_vjp(observation.mean)(v["centre"])
+        d_centre = d_centre + observation_vjp(
+            -d_inputs[:, n_states:] / observation.noise_scale
+        )
+        # centre = sum_k w_k f_means_k, w = softmax(f_logits).
+        d_f_means = d_f_means + f_weights[:, :, None] * d_centre[:, None, :]
+        d_f_logits = d_f_logits + f_weights * (
+            numpy.einsum("nkd,nd->nk", f_means, d_centre)
+            - numpy.sum(d_centre * v["centre"], axis=1, keepdims=True)
+        )
+        # f_means = x_prev + increments; the transition network and its head.
+        d_x_prev = numpy.sum(d_f_means, axis=1)
+        transition_gradients, d_inputs = _network_backward(
+            v["transition_arrays"],
+            f_activations,
+            _head_backward(
+                config.transition_head, f_sigmoid, d_f_logits, d_f_means, d_f_scales
+            ),
+        )
+        d_standardized = d_standardized + d_inputs
+        d_x_prev = d_x_prev + d_standardized / config.input_stats.scale
+        gradients = {0: _add_rows(d_x_prev, rows, numpy.shape(particles))}
+        for index, gradient in enumerate(transition_gradients + proposal_gradients):
+            gradients[6 + index] = gradient
+        for argnum in argnums:
+            if argnum not in gradients:
+                raise ValueError(
+                    "learned_proposal_step is differentiable in particles and the "
+                    f"network weights only, not in argument {argnum}."
+                )
+        return tuple(gradients[argnum] for argnum in argnums)
+
+    return vjp
+
+
+defvjp_argnums(learned_proposal_step, _learned_step_vjp)
+
+
+@primitive
+def take_block(array, index):
+    """``array[index]`` for a basic index (slices and integers, no arrays).
+
+    Its VJP writes the upstream gradient into zeros; autograd's own indexing VJP
+    scatters with ``numpy.add.at``, which is slow. The result is a view, so it
+    costs no memory on the tape.
+    """
+    return array[index]
+
+
+def _take_block_vjp(result, array, index):
+    shape = numpy.shape(array)
+
+    def vjp(upstream):
+        gradient = numpy.zeros(shape)
+        gradient[index] = upstream
+        return gradient
+
+    return vjp
+
+
+defvjp(take_block, _take_block_vjp)
+
+
+@primitive
+def take_rows(array, rows):
+    """``array[rows]`` for an int vector ``rows``: the gather by ancestors.
+
+    Its VJP adds up the gradients of the copies of each row with
+    ``numpy.add.reduceat`` over the sorted rows (the filter's ancestors are
+    sorted, so usually no sort is needed) rather than ``numpy.add.at``.
+    """
+    return array[rows]
+
+
+def _add_rows(values, rows, shape):
+    """``out = zeros(shape); out[rows] += values``, repeated rows adding up.
+
+    By ``numpy.add.reduceat`` over runs of equal rows, sorting first unless
+    ``rows`` is already sorted (the filter's ancestors are).
+    """
+    gradient = numpy.zeros(shape)
+    if rows.size == 0:
+        return gradient
+    if numpy.any(rows[1:] < rows[:-1]):
+        order = numpy.argsort(rows, kind="stable")
+        rows, values = rows[order], values[order]
+    starts = numpy.flatnonzero(numpy.concatenate([[True], rows[1:] != rows[:-1]]))
+    gradient[rows[starts]] = numpy.add.reduceat(values, starts, axis=0)
+    return gradient
+
+
+def _take_rows_vjp(result, array, rows):
+    shape = numpy.shape(array)
+    return lambda upstream: _add_rows(upstream, rows, shape)
+
+
+defvjp(take_rows, _take_rows_vjp)
