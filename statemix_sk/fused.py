@@ -142,7 +142,7 @@ def _choose_components(logits, uniforms):
 
 
 def _forward(x_prev, y, uniforms, noise, config, arrays):
-    """The whole step on values; returns a dict of what the backward pass needs."""
+    """Run the whole step on values; return what the backward pass needs."""
     transition_arrays = arrays[: config.n_transition_arrays]
     proposal_arrays = arrays[config.n_transition_arrays :]
     stats, observation = config.input_stats, config.observation
