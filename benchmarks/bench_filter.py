@@ -17,7 +17,7 @@ the transition's predicted mixture mean ``m`` and its network sees
 ``[standardised x_{t-1}, (y_t - H m) / noise_scale]``; systematic resampling at every
 step.
 
-Three things are timed, each call with the same fixed ``random_state``:
+Five things are timed, each call with the same fixed ``random_state``:
 
 (a) ``numpy forward``: an independent, vectorised plain-NumPy implementation of the
     same filter (no autograd), the reference limit. It makes the same random draws
@@ -25,7 +25,13 @@ Three things are timed, each call with the same fixed ``random_state``:
     library's; the tables report the relative difference;
 (b) ``autograd forward``: the library's ``particle_filter`` on plain arrays;
 (c) ``value and grad``: ``autograd.value_and_grad`` of the log-likelihood with
-    respect to ``{"transition": ..., "proposal": ...}``.
+    respect to ``{"transition": ..., "proposal": ...}``, as the library computes it
+    (the fused step, holding its intermediates up to its memory budget);
+(d) the same, with the fused step always recomputing its intermediates in the
+    backward pass (``MixtureProposal(cache_bytes=0)``);
+(e) the same, through the composition of autograd primitives that the fused step
+    replaced (``MixtureProposal(fused=False)``): the "before" of the performance
+    work, kept as the reference; the gradients of (c) and (d) must equal its.
 
 Then the scaling of (c) in the number of steps and of particles, with fitted costs
 per step and per particle-step; the peak memory of one (c) in a fresh subprocess;
@@ -50,6 +56,7 @@ from typing import NamedTuple
 
 import numpy as np
 from autograd import value_and_grad
+from autograd.misc import flatten
 
 from statemix_sk.datasets import make_lorenz96
 from statemix_sk.filtering import particle_filter
@@ -161,7 +168,18 @@ def build_problem(n_states, n_steps):
     return Problem(Y, model, head, input_stats, params)
 
 
-def library_filter(params, problem, n_particles, seed):
+PATHS = {
+    "fused": {},
+    "recompute": {"cache_bytes": 0},
+    "reference": {"fused": False},
+}
+"""How the library's proposal step is computed, as MixtureProposal options: the
+fused primitive keeping its intermediates up to the default budget (the default),
+the fused primitive always recomputing them in the backward pass, and the
+composition of autograd primitives that the fused step replaced (the reference)."""
+
+
+def library_filter(params, problem, n_particles, seed, path="fused"):
     """Run the library's learned filter; return its FilterResult."""
     model = MixtureTransitionModel(
         params["transition"],
@@ -171,15 +189,17 @@ def library_filter(params, problem, n_particles, seed):
         problem.model.initial_mean,
         problem.model.initial_scale,
     )
-    proposal = MixtureProposal(params["proposal"], problem.head, problem.input_stats)
+    proposal = MixtureProposal(
+        params["proposal"], problem.head, problem.input_stats, **PATHS[path]
+    )
     return particle_filter(
         problem.Y, model, proposal, n_particles=n_particles, random_state=seed
     )
 
 
-def library_log_likelihood(params, problem, n_particles, seed):
+def library_log_likelihood(params, problem, n_particles, seed, path="fused"):
     """Return the library's log-likelihood estimate, a function of ``params``."""
-    return library_filter(params, problem, n_particles, seed).log_likelihood
+    return library_filter(params, problem, n_particles, seed, path).log_likelihood
 
 
 LIBRARY_VALUE_AND_GRAD = value_and_grad(library_log_likelihood)
@@ -339,12 +359,15 @@ def measure_case(n_states, n_particles, n_steps, repeats):
         lambda: library_filter(problem.params, problem, n_particles, FILTER_SEED),
         repeats,
     )
-    grad_seconds, (grad_value, _) = time_calls(
-        lambda: LIBRARY_VALUE_AND_GRAD(
-            problem.params, problem, n_particles, FILTER_SEED
-        ),
-        repeats,
-    )
+    grads, grad_seconds, grad_values = {}, {}, {}
+    for path in PATHS:
+        grad_seconds[path], (grad_values[path], grads[path]) = time_calls(
+            lambda path=path: LIBRARY_VALUE_AND_GRAD(
+                problem.params, problem, n_particles, FILTER_SEED, path
+            ),
+            repeats,
+        )
+    reference = flatten(grads["reference"])[0]
     library_value = float(forward.log_likelihood)
     return {
         "d": n_states,
@@ -353,12 +376,23 @@ def measure_case(n_states, n_particles, n_steps, repeats):
         "repeats": repeats,
         "numpy": summarise(numpy_seconds),
         "forward": summarise(forward_seconds),
-        "grad": summarise(grad_seconds),
+        "grad": summarise(grad_seconds["fused"]),
+        "recompute": summarise(grad_seconds["recompute"]),
+        "reference": summarise(grad_seconds["reference"]),
         "numpy_value": float(numpy_value),
         "library_value": library_value,
         "relative_difference": abs(numpy_value - library_value) / abs(library_value),
         "means_difference": float(np.max(np.abs(numpy_means - forward.filtered_means))),
-        "grad_value_difference": abs(float(grad_value) - library_value),
+        "grad_value_difference": max(
+            abs(float(value) - library_value) for value in grad_values.values()
+        ),
+        # Largest difference of a fused gradient from the reference's, relative
+        # to the reference gradient's largest entry.
+        "gradient_difference": max(
+            float(np.max(np.abs(flatten(grads[path])[0] - reference)))
+            for path in ("fused", "recompute")
+        )
+        / float(np.max(np.abs(reference))),
     }
 
 
@@ -398,8 +432,9 @@ def memory_child(mode, n_states, n_particles, n_steps):
     if mode == "tracemalloc":
         tracemalloc.start()
     if mode != "baseline":
+        path = mode.removeprefix("rss-") if mode.startswith("rss-") else "fused"
         start = time.perf_counter()
-        LIBRARY_VALUE_AND_GRAD(problem.params, problem, n_particles, FILTER_SEED)
+        LIBRARY_VALUE_AND_GRAD(problem.params, problem, n_particles, FILTER_SEED, path)
         report["seconds"] = time.perf_counter() - start
     if mode == "tracemalloc":
         report["traced_peak_bytes"] = tracemalloc.get_traced_memory()[1]
@@ -547,19 +582,23 @@ def grid_table(results):
     """Markdown table of the grid timings and ratios."""
     lines = [
         "| d | N | T | repeats | (a) numpy forward ms | (b) autograd forward ms "
-        "| (c) value and grad ms | (b)/(a) | (c)/(a) | (c)/(b) "
-        "| log-lik (numpy) | rel. diff. vs library |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| (c) value and grad ms | (d) value and grad, recomputing ms "
+        "| (e) value and grad, reference path ms | (b)/(a) | (c)/(a) | (d)/(a) "
+        "| (e)/(a) | (e)/(c) | log-lik (numpy) | rel. diff. vs library |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results:
         numpy_median = row["numpy"][1]
         lines.append(
             f"| {row['d']} | {row['N']} | {row['T']} | {row['repeats']} "
             f"| {format_seconds(row['numpy'])} | {format_seconds(row['forward'])} "
-            f"| {format_seconds(row['grad'])} "
+            f"| {format_seconds(row['grad'])} | {format_seconds(row['recompute'])} "
+            f"| {format_seconds(row['reference'])} "
             f"| {row['forward'][1] / numpy_median:.1f} "
             f"| {row['grad'][1] / numpy_median:.1f} "
-            f"| {row['grad'][1] / row['forward'][1]:.1f} "
+            f"| {row['recompute'][1] / numpy_median:.1f} "
+            f"| {row['reference'][1] / numpy_median:.1f} "
+            f"| {row['reference'][1] / row['grad'][1]:.1f} "
             f"| {row['numpy_value']:.6f} | {row['relative_difference']:.1e} |"
         )
     return "\n".join(lines)
@@ -604,24 +643,33 @@ def fits_table(steps_results, particles_results):
 
 
 def memory_table(case, baseline, rss, traced):
-    """Markdown table of the peak memory of one value-and-grad."""
+    """Markdown table of the peak memory of one value-and-grad.
+
+    ``rss`` maps each path of :data:`PATHS` to its child's report.
+    """
     d, n, t = case
-    delta = (rss["peak_rss_kib"] - baseline["peak_rss_kib"]) / 1024
-    source = f"{rss['peak_rss_source']}, /proc/self/status"
-    if rss["peak_rss_source"] == "ru_maxrss":
+    source = f"{rss['fused']['peak_rss_source']}, /proc/self/status"
+    if rss["fused"]["peak_rss_source"] == "ru_maxrss":
         source = "ru_maxrss, RUSAGE_SELF"
     lines = [
-        "| d | N | T | method | value |",
-        "|---|---|---|---|---|",
-        f"| {d} | {n} | {t} | peak RSS of a fresh child that runs one value-and-grad "
-        f"({source}) | {rss['peak_rss_kib'] / 1024:.0f} MiB |",
-        f"| {d} | {n} | {t} | the same for a child that only imports and builds "
-        f"the problem | {baseline['peak_rss_kib'] / 1024:.0f} MiB |",
-        f"| {d} | {n} | {t} | **peak RSS difference** | **{delta:.0f} MiB** |",
-        f"| {d} | {n} | {t} | tracemalloc peak during value-and-grad (another child) "
-        f"| {traced['traced_peak_bytes'] / 2**20:.0f} MiB |",
-        f"| {d} | {n} | {t} | value-and-grad time in the RSS child "
-        f"| {rss['seconds']:.1f} s |",
+        "| d | N | T | path | peak RSS of a fresh child that runs one "
+        f"value-and-grad ({source}) | minus the baseline | value-and-grad time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path, report in rss.items():
+        delta = (report["peak_rss_kib"] - baseline["peak_rss_kib"]) / 1024
+        bold = "**" if path == "fused" else ""
+        lines.append(
+            f"| {d} | {n} | {t} | {bold}{path}{bold} "
+            f"| {report['peak_rss_kib'] / 1024:.0f} MiB "
+            f"| {bold}{delta:.0f} MiB{bold} | {report['seconds']:.1f} s |"
+        )
+    lines += [
+        "",
+        f"Baseline: a child that only imports and builds the problem, "
+        f"{baseline['peak_rss_kib'] / 1024:.0f} MiB. The tracemalloc peak during "
+        f"the fused value-and-grad (another child): "
+        f"{traced['traced_peak_bytes'] / 2**20:.0f} MiB.",
     ]
     return "\n".join(lines)
 
@@ -637,7 +685,8 @@ def warm_up():
     problem = build_problem(4, 5)
     numpy_filter(problem, 10, FILTER_SEED)
     library_filter(problem.params, problem, 10, FILTER_SEED)
-    LIBRARY_VALUE_AND_GRAD(problem.params, problem, 10, FILTER_SEED)
+    for path in PATHS:
+        LIBRARY_VALUE_AND_GRAD(problem.params, problem, 10, FILTER_SEED, path)
 
 
 def run_benchmarks(config, blas_threads, sections):
@@ -675,8 +724,11 @@ def run_benchmarks(config, blas_threads, sections):
             f"{'match' if worst <= TOLERANCE else 'MISMATCH'}); largest absolute "
             "difference of the filtered means: "
             f"{max(row['means_difference'] for row in grid):.1e}; value from "
-            "value_and_grad minus the forward value: "
-            f"{max(row['grad_value_difference'] for row in grid):.1e}.\n",
+            "value_and_grad minus the forward value, on every path: "
+            f"{max(row['grad_value_difference'] for row in grid):.1e}; largest "
+            "difference of the fused paths' gradients from the reference path's, "
+            "relative to its largest entry: "
+            f"{max(row['gradient_difference'] for row in grid):.1e}.\n",
             sections,
         )
 
@@ -709,7 +761,10 @@ def run_benchmarks(config, blas_threads, sections):
 
     memory_case = config["memory_case"]
     baseline = run_memory_child("baseline", memory_case, blas_threads)
-    rss = run_memory_child("rss", memory_case, blas_threads)
+    rss = {
+        path: run_memory_child(f"rss-{path}", memory_case, blas_threads)
+        for path in PATHS
+    }
     traced = run_memory_child("tracemalloc", memory_case, blas_threads)
     emit(
         "## Peak memory of one value-and-grad (fresh subprocesses)\n\n"
