@@ -116,11 +116,12 @@ def ess_from_log_weights(log_weights):
 
     Parameters
     ----------
-    log_weights : array of shape (n_particles,)
+    log_weights : array of shape (..., n_particles)
+        One set of weights per row of the last axis.
 
     Returns
     -------
-    ess : float
+    ess : float or ndarray of shape (...)
         Between 1 and ``n_particles``.
 
     Examples
@@ -128,7 +129,9 @@ def ess_from_log_weights(log_weights):
     >>> round(float(ess_from_log_weights(numpy.log([1.0, 1.0, 2.0]))), 6)
     2.666667
     """
-    return numpy.exp(2.0 * logsumexp(log_weights) - logsumexp(2.0 * log_weights))
+    return numpy.exp(
+        2.0 * logsumexp(log_weights, axis=-1) - logsumexp(2.0 * log_weights, axis=-1)
+    )
 
 
 def as_generator(random_state):

@@ -389,9 +389,7 @@ default="systematic"
         )
         records["means"].append(mean)
         records["scales"].append(numpy.sqrt(spread))
-        records["ess"].append(
-            [ess_from_log_weights(row) for row in getval(log_weights)]
-        )
+        records["ess"].append(ess_from_log_weights(getval(log_weights)))
         records["resampled"].append(resample)
         if return_particles:
             records["particles"].append(particle_values)

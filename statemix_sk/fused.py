@@ -115,18 +115,24 @@ def _network_forward(arrays, inputs):
     return activations[-1] + numpy.dot(inputs, linear), activations[:-1]
 
 
-def _network_backward(arrays, activations, upstream):
-    """Gradients of the weights (same order as ``arrays``) and of the inputs."""
+def _network_backward(arrays, activations, upstream, weights=True):
+    """Gradients of the weights (same order as ``arrays``) and of the inputs.
+
+    ``weights=False`` skips the weights' gradients (None in the list): training
+    differentiates one network at a time, but needs the other's input gradient.
+    """
     layers, linear = arrays[:-1], arrays[-1]
     inputs = activations[0]
     n_layers = len(layers) // 2
     gradients = [None] * len(arrays)
-    gradients[-1] = inputs.T @ upstream
+    if weights:
+        gradients[-1] = inputs.T @ upstream
     delta = upstream
     for layer in reversed(range(n_layers)):
         below = activations[layer]
-        gradients[2 * layer] = below.T @ delta
-        gradients[2 * layer + 1] = numpy.sum(delta, axis=0)
+        if weights:
+            gradients[2 * layer] = below.T @ delta
+            gradients[2 * layer + 1] = numpy.sum(delta, axis=0)
         delta = delta @ layers[2 * layer].T
         if layer > 0:
             delta = delta * (1.0 - below**2)
@@ -142,8 +148,12 @@ def _head_forward(head, outputs, reference):
     raw = numpy.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
     increments = increments * head.location_scale
     sigmoid = _sigmoid(raw + head.scale_offset)
-    scales = head.scale_low + (head.scale_high - head.scale_low) * sigmoid
-    return logits, reference[:, None, :] + increments, scales, sigmoid
+    return logits, reference[:, None, :] + increments, _scales(head, sigmoid), sigmoid
+
+
+def _scales(head, sigmoid):
+    """Return the bounded scales from their sigmoid (cheaper to redo than keep)."""
+    return head.scale_low + (head.scale_high - head.scale_low) * sigmoid
 
 
 def _head_backward(head, sigmoid, d_logits, d_means, d_scales):
@@ -160,13 +170,14 @@ def _head_backward(head, sigmoid, d_logits, d_means, d_scales):
     )
 
 
-def _density_backward(terms, log_density, scales, upstream):
+def _density_backward(x, means, scales, density, upstream):
     """VJP of :func:`statemix_sk.mixtures.diag_mixture_log_density` for all args.
 
-    ``terms`` are the forward pass's ``_diag_terms`` and ``log_density`` its
-    result.
+    ``density`` is ``(log_weights, joint, log_density)`` from the forward pass
+    (see ``_diag_terms``); ``z`` is recomputed, as it is cheap.
     """
-    z, log_weights, joint = terms
+    log_weights, joint, log_density = density
+    z = (x[:, None, :] - means) / scales
     responsibilities = numpy.exp(joint - log_density[:, None])
     weighted = (upstream[:, None] * responsibilities)[..., None]
     d_means = weighted * z / scales
@@ -216,18 +227,21 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
         _choose_components(q_logits, uniforms)[:, None] == numpy.arange(n_components)
     ).astype(float)
     x = numpy.sum(one_hot[:, :, None] * (q_means + q_scales * noise[:, None, :]), 1)
-    f_terms = _diag_terms(x, f_logits, f_means, f_scales)
-    q_terms = _diag_terms(x, q_logits, q_means, q_scales)
-    f_log_density = logsumexp(f_terms[2], axis=-1)
-    q_log_density = logsumexp(q_terms[2], axis=-1)
+    _, f_log_weights, f_joint = _diag_terms(x, f_logits, f_means, f_scales)
+    _, q_log_weights, q_joint = _diag_terms(x, q_logits, q_means, q_scales)
+    f_log_density = logsumexp(f_joint, axis=-1)
+    q_log_density = logsumexp(q_joint, axis=-1)
+    # What the backward pass needs, less what is cheap to redo from it (the
+    # scales from their sigmoids, z from x, the means and the scales): the
+    # steps of a demo-sized fit then fit in MixtureProposal's default budget.
     return {
         "transition_arrays": transition_arrays,
         "proposal_arrays": proposal_arrays,
-        "f": (f_activations, f_means, f_scales, f_sigmoid, f_weights),
-        "f_density": (f_terms, f_log_density),
+        "f": (f_activations, f_means, f_sigmoid, f_weights),
+        "f_density": (f_log_weights, f_joint, f_log_density),
         "centre": centre,
-        "q": (q_activations, q_scales, q_sigmoid),
-        "q_density": (q_terms, q_log_density),
+        "q": (q_activations, q_means, q_sigmoid),
+        "q_density": (q_log_weights, q_joint, q_log_density),
         "one_hot": one_hot,
         "x": x,
         "log_ratio": f_log_density - q_log_density,
@@ -279,6 +293,9 @@ def _learned_step_vjp(argnums, result, args, kwargs):
     """
     particles, rows, y, uniforms, noise, config = args[:6]
     arrays = args[6:]
+    first_proposal = 6 + config.n_transition_arrays
+    transition_weights = any(6 <= argnum < first_proposal for argnum in argnums)
+    proposal_weights = any(argnum >= first_proposal for argnum in argnums)
 
     def vjp(upstream):
         x_prev = particles[rows]
@@ -286,18 +303,20 @@ def _learned_step_vjp(argnums, result, args, kwargs):
         if v is None:
             v = _forward(x_prev, y, uniforms, noise, config, arrays)
         observation = config.observation
-        f_activations, f_means, f_scales, f_sigmoid, f_weights = v["f"]
-        q_activations, q_scales, q_sigmoid = v["q"]
+        f_activations, f_means, f_sigmoid, f_weights = v["f"]
+        q_activations, q_means, q_sigmoid = v["q"]
+        f_scales = _scales(config.transition_head, f_sigmoid)
+        q_scales = _scales(config.proposal_head, q_sigmoid)
         n_states = x_prev.shape[1]
         d_x = upstream[:, :n_states]
         d_ratio = upstream[:, n_states]
 
         # log_ratio = log f(x) - log pi(x).
         f_dx, d_f_logits, d_f_means, d_f_scales = _density_backward(
-            *v["f_density"], f_scales, d_ratio
+            v["x"], f_means, f_scales, v["f_density"], d_ratio
         )
         q_dx, d_q_logits, d_q_means, d_q_scales = _density_backward(
-            *v["q_density"], q_scales, -d_ratio
+            v["x"], q_means, q_scales, v["q_density"], -d_ratio
         )
         d_x = d_x + f_dx + q_dx
         # x = sum_k one_hot_k (q_means_k + q_scales_k noise).
@@ -311,6 +330,7 @@ def _learned_step_vjp(argnums, result, args, kwargs):
             _head_backward(
                 config.proposal_head, q_sigmoid, d_q_logits, d_q_means, d_q_scales
             ),
+            weights=proposal_weights,
         )
         d_standardized = d_inputs[:, :n_states]
         # innovation = (y - h(centre)) / noise_scale.
@@ -334,10 +354,13 @@ def _learned_step_vjp(argnums, result, args, kwargs):
             _head_backward(
                 config.transition_head, f_sigmoid, d_f_logits, d_f_means, d_f_scales
             ),
+            weights=transition_weights,
         )
         d_standardized = d_standardized + d_inputs
         d_x_prev = d_x_prev + d_standardized / config.input_stats.scale
-        gradients = {0: _add_rows(d_x_prev, rows, numpy.shape(particles))}
+        gradients = {}
+        if 0 in argnums:
+            gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))
         for index, gradient in enumerate(transition_gradients + proposal_gradients):
             gradients[6 + index] = gradient
         for argnum in argnums:
