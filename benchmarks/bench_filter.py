@@ -608,37 +608,48 @@ def scaling_table(results, varying):
     """Markdown table of a scaling series (median seconds)."""
     lines = [
         f"| {varying} | repeats | (a) numpy forward ms | (c) value and grad ms "
-        "| (c)/(a) | (c) per step ms |",
-        "|---|---|---|---|---|---|",
+        "| (c)/(a) | (c) per step ms | (d) recomputing ms | (d)/(a) "
+        "| (d) per step ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results:
-        grad = row["grad"][1]
+        grad, recompute, numpy_median = (
+            row["grad"][1],
+            row["recompute"][1],
+            row["numpy"][1],
+        )
         lines.append(
-            f"| {row[varying]} | {row['repeats']} | {1e3 * row['numpy'][1]:.1f} "
-            f"| {format_seconds(row['grad'])} | {grad / row['numpy'][1]:.1f} "
-            f"| {1e3 * grad / row['T']:.2f} |"
+            f"| {row[varying]} | {row['repeats']} | {1e3 * numpy_median:.1f} "
+            f"| {format_seconds(row['grad'])} | {grad / numpy_median:.1f} "
+            f"| {1e3 * grad / row['T']:.2f} "
+            f"| {format_seconds(row['recompute'])} | {recompute / numpy_median:.1f} "
+            f"| {1e3 * recompute / row['T']:.2f} |"
         )
     return "\n".join(lines)
 
 
 def fits_table(steps_results, particles_results):
-    """Least-squares fits of the value-and-grad time."""
-    steps = [row["T"] for row in steps_results]
-    times = [row["grad"][1] for row in steps_results]
-    (a, b), residual_t = fit_linear([[1.0, t] for t in steps], times)
-    design = [[row["T"], row["T"] * row["N"]] for row in particles_results]
-    times_n = [row["grad"][1] for row in particles_results]
-    (per_step, per_particle_step), residual_n = fit_linear(design, times_n)
+    """Least-squares fits of the value-and-grad time, for (c) and (d)."""
     lines = [
-        "| fit | coefficients | largest relative residual |",
-        "|---|---|---|",
-        f"| time = a + b T (N = {steps_results[0]['N']}) "
-        f"| a = {1e3 * a:.1f} ms, b = {1e3 * b:.2f} ms per step | {residual_t:.1%} |",
-        f"| time = (c0 + c1 N) T (T = {particles_results[0]['T']}) "
-        f"| c0 = {1e3 * per_step:.3f} ms fixed per step, "
-        f"c1 = {1e6 * per_particle_step:.3f} us per particle-step "
-        f"| {residual_n:.1%} |",
+        "| method | fit | coefficients | largest relative residual |",
+        "|---|---|---|---|",
     ]
+    for key, label in (("grad", "(c)"), ("recompute", "(d) recomputing")):
+        steps = [row["T"] for row in steps_results]
+        times = [row[key][1] for row in steps_results]
+        (a, b), residual_t = fit_linear([[1.0, t] for t in steps], times)
+        design = [[row["T"], row["T"] * row["N"]] for row in particles_results]
+        times_n = [row[key][1] for row in particles_results]
+        (per_step, per_particle_step), residual_n = fit_linear(design, times_n)
+        lines += [
+            f"| {label} | time = a + b T (N = {steps_results[0]['N']}) "
+            f"| a = {1e3 * a:.1f} ms, b = {1e3 * b:.2f} ms per step "
+            f"| {residual_t:.1%} |",
+            f"| {label} | time = (c0 + c1 N) T (T = {particles_results[0]['T']}) "
+            f"| c0 = {1e3 * per_step:.3f} ms fixed per step, "
+            f"c1 = {1e6 * per_particle_step:.3f} us per particle-step "
+            f"| {residual_n:.1%} |",
+        ]
     return "\n".join(lines)
 
 
@@ -712,7 +723,7 @@ def run_benchmarks(config, blas_threads, sections):
         ]
         worst = max(row["relative_difference"] for row in grid)
         emit(
-            "## Grid: three methods, min / median / max\n\n"
+            "## Grid: five methods, min / median / max\n\n"
             f"S = {N_COMPONENTS}, MLP {HIDDEN_LAYER_SIZES} plus a linear part "
             f"(drawn from N(0, {LINEAR_SCALE}**2)), diag covariances, proposal "
             "centred on the transition's predicted mean, systematic resampling "
