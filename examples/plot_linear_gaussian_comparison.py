@@ -12,7 +12,7 @@ maximum-likelihood linear model.
 The size comes from ``STATEMIX_EXAMPLES_SIZE``: ``tiny`` takes seconds (CI's
 check that the script runs; its numbers mean nothing), ``small`` (the default)
 about a minute on two cores, and ``full`` is the command's own comparison (10
-runs, N = 100 and 1000, 20 training iterations: about 20 minutes on two cores).
+runs, N = 100 and 1000, 20 training iterations: 10 to 15 minutes on two cores).
 The Kalman-filter example compares the learned filter with the exact answer
 series by series.
 """

@@ -11,7 +11,7 @@ particles.
 The size comes from ``STATEMIX_EXAMPLES_SIZE``: ``tiny`` takes seconds (CI's
 check that the script runs; its numbers mean nothing), ``small`` (the default)
 about a minute on two cores, and ``full`` is the command's own comparison (10
-runs, N = 100 and 1000, 20 training iterations: about 20 minutes on two cores).
+runs, N = 100 and 1000, 20 training iterations: 10 to 15 minutes on two cores).
 The measured full results are in the reproduction-table example.
 """
 

@@ -9,7 +9,7 @@ iterations) learns from the training observations only; every method filters the
 same test series with the same number of particles N; the floor is the best
 filter with the true model and N = 10,000.
 
-Those runs take about 20 minutes each on two cores, too long for a documentation
+Those runs take 10 to 15 minutes each on two cores, too long for a documentation
 build, so this example reads the results that the commands wrote into the
 repository (``benchmarks/reproduce/*/results.json``) and draws them; with
 ``STATEMIX_EXAMPLES_SIZE=full`` it runs both experiments again instead and shows
@@ -45,7 +45,7 @@ STORED = HERE.parent / "benchmarks" / "reproduce"
 results = {}
 for name in EXPERIMENTS:
     if SIZE == "full":
-        print(f"Running {name} (10 runs; about 20 minutes on two cores)...")
+        print(f"Running {name} (10 runs; 10 to 15 minutes on two cores)...")
         results[name] = run_experiment(name, n_jobs=-1)
     else:
         with open(STORED / name / "results.json") as file:

@@ -277,17 +277,19 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
 def estimate_seconds(name, settings, n_jobs=1):
     """Estimate roughly the wall time of an experiment (2 cores, 2026).
 
-    Calibrated on ``reproduce lorenz96 --runs 10`` (21 min 48 s with 2 jobs):
-    StateMixFilter training about 7 s per iteration for 5 series of 100 steps; a
-    step of a known-model filter about 2 ms plus 8 us per particle per series
-    (the auxiliary filter twice that), of the learned filter 4 ms plus 15 us per
-    particle; the improved auxiliary filter about 70 ms per step per series at
-    N = 1000, growing as N^2.
+    Calibrated on ``reproduce lorenz96 --runs 10`` (21 min 48 s with 2 jobs)
+    and, for the learned filter, on ``reproduce {lorenz96,kuramoto} --runs 2``
+    after the fused step (165 s and 120 s): StateMixFilter training about 2.6 s
+    per iteration for 5 series of 100 steps; a step of a known-model filter
+    about 2 ms plus 8 us per particle per series (the auxiliary filter twice
+    that), of the learned filter 0.5 ms plus 17 us per particle; the improved
+    auxiliary filter about 70 ms per step per series at N = 1000, growing as
+    N^2.
     """
     steps = settings["n_steps"]
     series_steps = settings["n_test"] * steps
     fit = (
-        7.0
+        2.6
         * settings["max_iter"]
         * (settings["n_train"] * steps / 500.0)
         * len(settings["n_components"])
@@ -295,7 +297,7 @@ def estimate_seconds(name, settings, n_jobs=1):
     filtering = 0.0
     for n_particles in settings["n_particles"]:
         known = 0.002 + 8e-6 * n_particles
-        learned = 0.004 + 15e-6 * n_particles
+        learned = 0.0005 + 17e-6 * n_particles
         filtering += series_steps * (
             3 * known
             + len(settings["n_components"]) * learned
