@@ -673,6 +673,37 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
     )
 
 
+@pytest.mark.parametrize("trained", ["transition", "proposal"])
+def test_one_network_at_a_time_equals_the_reference(trained):
+    # Training differentiates one network with the other fixed; the fused step
+    # then skips the fixed network's weight gradients but still back-propagates
+    # through it (its input gradients carry the trained network's influence on
+    # later steps).
+    rng = np.random.default_rng(11)
+    observation = _random_observation("diag", 3, 2, rng)
+    pieces = _random_pieces(rng, 3, observation, 2, 3)
+    params = _random_params(pieces, (5, 4), rng, 1.0, 0.1)
+    model, _ = _build(pieces, params, fused=False)
+    Y, _ = model.simulate(6, 2, rng)
+    fixed = "proposal" if trained == "transition" else "transition"
+
+    def gradient(fused):
+        def log_likelihood(trained_params):
+            both = {trained: trained_params, fixed: params[fixed]}
+            result = particle_filter(
+                Y, *_build(pieces, both, fused), n_particles=7, random_state=3
+            )
+            return anp.sum(result.log_likelihood)
+
+        return value_and_grad(log_likelihood)(params[trained])
+
+    fast_value, fast_gradient = gradient(True)
+    reference_value, reference_gradient = gradient(False)
+    assert abs(fast_value - reference_value) <= VALUE_RTOL * abs(reference_value)
+    _assert_gradients_agree(fast_gradient, reference_gradient)
+    assert np.linalg.norm(flatten(reference_gradient)[0]) > 0
+
+
 # --------------------------------------------------------------------------------------
 # 3. The tape
 # --------------------------------------------------------------------------------------
