@@ -31,9 +31,9 @@ from autograd import make_vjp
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
 from ._utils import logsumexp
-from .mixtures import _diag_terms
+from .mixtures import _diag_density_gradients, _diag_terms, choose_components
 from .models import LinearGaussianObservation
-from .networks import _mlp_activations, _sigmoid
+from .networks import _mlp_activations, _mlp_backward, _sigmoid
 
 __all__ = [
     "KeptIntermediates",
@@ -122,21 +122,9 @@ def _network_backward(arrays, activations, upstream, weights=True):
     differentiates one network at a time, but needs the other's input gradient.
     """
     layers, linear = arrays[:-1], arrays[-1]
-    inputs = activations[0]
-    n_layers = len(layers) // 2
-    gradients = [None] * len(arrays)
-    if weights:
-        gradients[-1] = inputs.T @ upstream
-    delta = upstream
-    for layer in reversed(range(n_layers)):
-        below = activations[layer]
-        if weights:
-            gradients[2 * layer] = below.T @ delta
-            gradients[2 * layer + 1] = numpy.sum(delta, axis=0)
-        delta = delta @ layers[2 * layer].T
-        if layer > 0:
-            delta = delta * (1.0 - below**2)
-    return gradients, delta + upstream @ linear.T
+    gradients, delta = _mlp_backward(activations, layers, upstream, weights)
+    linear_gradient = activations[0].T @ upstream if weights else None
+    return [*gradients, linear_gradient], delta + upstream @ linear.T
 
 
 def _head_forward(head, outputs, reference):
@@ -176,30 +164,8 @@ def _density_backward(x, means, scales, density, upstream):
     ``density`` is ``(log_weights, joint, log_density)`` from the forward pass
     (see ``_diag_terms``); ``z`` is recomputed, as it is cheap.
     """
-    log_weights, joint, log_density = density
     z = (x[:, None, :] - means) / scales
-    responsibilities = numpy.exp(joint - log_density[:, None])
-    weighted = (upstream[:, None] * responsibilities)[..., None]
-    d_means = weighted * z / scales
-    return (
-        -numpy.sum(d_means, axis=1),
-        upstream[:, None] * (responsibilities - numpy.exp(log_weights)),
-        d_means,
-        weighted * (z**2 - 1.0) / scales,
-    )
-
-
-def _choose_components(logits, uniforms):
-    """Component of each row by inversion, as :func:`mixtures.draw_mixture_noise`."""
-    n_components = logits.shape[1]
-    if n_components == 1:
-        return numpy.zeros(len(logits), dtype=numpy.intp)
-    weights = numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True))
-    cumulative = numpy.cumsum(weights, axis=1)
-    return numpy.minimum(
-        numpy.sum(cumulative < uniforms[:, None] * cumulative[:, -1:], axis=1),
-        n_components - 1,
-    )
+    return _diag_density_gradients(z, *density, scales, upstream)
 
 
 def _forward(x_prev, y, uniforms, noise, config, arrays):
@@ -224,7 +190,7 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
     )
     n_components = q_logits.shape[1]
     one_hot = (
-        _choose_components(q_logits, uniforms)[:, None] == numpy.arange(n_components)
+        choose_components(q_logits, uniforms)[:, None] == numpy.arange(n_components)
     ).astype(float)
     x = numpy.sum(one_hot[:, :, None] * (q_means + q_scales * noise[:, None, :]), 1)
     _, f_log_weights, f_joint = _diag_terms(x, f_logits, f_means, f_scales)

@@ -29,6 +29,7 @@ from ._utils import logsumexp
 
 __all__ = [
     "GaussianMixture",
+    "choose_components",
     "diag_mixture_log_density",
     "draw_mixture_noise",
     "mixture_log_density",
@@ -146,22 +147,29 @@ def _diag_mixture_vjp(argnums, result, args, kwargs):
 
     def vjp(upstream):
         z, log_weights, joint = _diag_terms(x, logits, means, scales)
-        responsibilities = numpy.exp(joint - result[:, None])
-        weighted = (upstream[:, None] * responsibilities)[..., None]
-        gradients = {}
-        if 0 in argnums or 2 in argnums:
-            by_mean = weighted * z / scales
-            gradients[2] = by_mean
-            gradients[0] = -numpy.sum(by_mean, axis=1)
-        if 1 in argnums:
-            gradients[1] = upstream[:, None] * (
-                responsibilities - numpy.exp(log_weights)
-            )
-        if 3 in argnums:
-            gradients[3] = weighted * (z**2 - 1.0) / scales
+        gradients = _diag_density_gradients(
+            z, log_weights, joint, result, scales, upstream
+        )
         return tuple(gradients[argnum] for argnum in argnums)
 
     return vjp
+
+
+def _diag_density_gradients(z, log_weights, joint, log_density, scales, upstream):
+    """Gradients of the diagonal mixture density in ``x, logits, means, scales``.
+
+    From the forward pass's terms (:func:`_diag_terms`) and result; the
+    formulas are in :func:`_diag_mixture_vjp`.
+    """
+    responsibilities = numpy.exp(joint - log_density[:, None])
+    weighted = (upstream[:, None] * responsibilities)[..., None]
+    by_mean = weighted * z / scales
+    return (
+        -numpy.sum(by_mean, axis=1),
+        upstream[:, None] * (responsibilities - numpy.exp(log_weights)),
+        by_mean,
+        weighted * (z**2 - 1.0) / scales,
+    )
 
 
 defvjp_argnums(diag_mixture_log_density, _diag_mixture_vjp)
@@ -215,19 +223,34 @@ def draw_mixture_noise(mixture, rng):
         Standard normal draws.
     """
     logits = numpy.asarray(getval(mixture.logits))
-    n_items, n_components = logits.shape
+    n_items = logits.shape[0]
     n_dims = numpy.shape(mixture.means)[-1]
-    uniforms = rng.random(n_items)
-    if n_components == 1:
-        components = numpy.zeros(n_items, dtype=numpy.intp)
-    else:
-        weights = numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True))
-        cumulative = numpy.cumsum(weights, axis=1)
-        components = numpy.minimum(
-            numpy.sum(cumulative < uniforms[:, None] * cumulative[:, -1:], axis=1),
-            n_components - 1,
-        )
+    components = choose_components(logits, rng.random(n_items))
     return components, rng.standard_normal((n_items, n_dims))
+
+
+def choose_components(logits, uniforms):
+    """Pick each row's component by inverting its weights' CDF at a uniform.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n, n_components)
+    uniforms : ndarray of shape (n,)
+        In [0, 1).
+
+    Returns
+    -------
+    components : ndarray of int of shape (n,)
+    """
+    n_items, n_components = logits.shape
+    if n_components == 1:
+        return numpy.zeros(n_items, dtype=numpy.intp)
+    weights = numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    cumulative = numpy.cumsum(weights, axis=1)
+    return numpy.minimum(
+        numpy.sum(cumulative < uniforms[:, None] * cumulative[:, -1:], axis=1),
+        n_components - 1,
+    )
 
 
 @primitive

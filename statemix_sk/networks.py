@@ -100,23 +100,50 @@ def _mlp_vjp(argnums, output, args, kwargs):
     series, and the activations were about 2.8 MB per filter step at N = 1000.
     """
     inputs, weights = args[0], args[1:]
-    n_layers = len(weights) // 2
 
     def vjp(upstream):
         activations = _mlp_activations(inputs, weights)
-        gradients = [None] * len(args)
-        delta = upstream
-        for layer in reversed(range(n_layers)):
-            below = activations[layer]
-            gradients[1 + 2 * layer] = below.T @ delta
-            gradients[2 + 2 * layer] = numpy.sum(delta, axis=0)
-            delta = delta @ weights[2 * layer].T
-            if layer > 0:
-                delta = delta * (1.0 - below**2)
-        gradients[0] = delta
+        weight_gradients, input_gradient = _mlp_backward(activations, weights, upstream)
+        gradients = [input_gradient, *weight_gradients]
         return tuple(gradients[argnum] for argnum in argnums)
 
     return vjp
+
+
+def _mlp_backward(activations, weights, upstream, weight_gradients=True):
+    """Back-propagate ``upstream`` through a dense network's layers.
+
+    Parameters
+    ----------
+    activations : list of arrays
+        Every layer's input, ``h_0 ... h_{L-1}`` (``_mlp_activations`` without
+        the output).
+    weights : sequence of arrays
+        ``W_1, b_1, ..., W_L, b_L``.
+    upstream : array of shape (n, n_out)
+        The gradient of the output.
+    weight_gradients : bool, default=True
+        False skips the weights' gradients (None in the list) and returns only
+        the inputs' gradient.
+
+    Returns
+    -------
+    gradients : list
+        The gradients of ``W_1, b_1, ..., W_L, b_L``.
+    input_gradient : array of shape (n, n_in)
+    """
+    n_layers = len(weights) // 2
+    gradients = [None] * len(weights)
+    delta = upstream
+    for layer in reversed(range(n_layers)):
+        below = activations[layer]
+        if weight_gradients:
+            gradients[2 * layer] = below.T @ delta
+            gradients[2 * layer + 1] = numpy.sum(delta, axis=0)
+        delta = delta @ weights[2 * layer].T
+        if layer > 0:
+            delta = delta * (1.0 - below**2)
+    return gradients, delta
 
 
 defvjp_argnums(_mlp, _mlp_vjp)
