@@ -201,8 +201,6 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
     # scales from their sigmoids, z from x, the means and the scales): the
     # steps of a demo-sized fit then fit in MixtureProposal's default budget.
     return {
-        "transition_arrays": transition_arrays,
-        "proposal_arrays": proposal_arrays,
         "f": (f_activations, f_means, f_sigmoid, f_weights),
         "f_density": (f_log_weights, f_joint, f_log_density),
         "centre": centre,
@@ -291,7 +289,7 @@ def _learned_step_vjp(argnums, result, args, kwargs):
         # The proposal network and its head, centred on the transition's mean.
         d_centre = numpy.sum(d_q_means, axis=1)
         proposal_gradients, d_inputs = _network_backward(
-            v["proposal_arrays"],
+            arrays[config.n_transition_arrays :],
             q_activations,
             _head_backward(
                 config.proposal_head, q_sigmoid, d_q_logits, d_q_means, d_q_scales
@@ -315,7 +313,7 @@ def _learned_step_vjp(argnums, result, args, kwargs):
         # f_means = x_prev + increments; the transition network and its head.
         d_x_prev = numpy.sum(d_f_means, axis=1)
         transition_gradients, d_inputs = _network_backward(
-            v["transition_arrays"],
+            arrays[: config.n_transition_arrays],
             f_activations,
             _head_backward(
                 config.transition_head, f_sigmoid, d_f_logits, d_f_means, d_f_scales
