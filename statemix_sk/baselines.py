@@ -51,6 +51,7 @@ __all__ = [
     "linear_dynamics_by_moments",
     "pairwise_transition_log_density",
     "random_walk_model",
+    "smoothed_states",
 ]
 
 
@@ -175,6 +176,69 @@ def _stabilise(transition_matrix, max_radius=0.999):
     if radius > max_radius:
         transition_matrix = transition_matrix * (max_radius / radius)
     return transition_matrix
+
+
+def smoothed_states(
+    series,
+    observation,
+    mean,
+    transition_matrix,
+    process_variance,
+    initial_mean,
+    initial_scale,
+):
+    """Return the Kalman-smoothed states of a stationary linear-Gaussian model.
+
+    For ``x_t - mu = A (x_{t-1} - mu) + w``, ``w ~ N(0, diag(q))``, and the known
+    ``y_t = H x_t + v`` (the model :func:`linear_dynamics_by_em` fits), the
+    smoothed means ``E[x_t | y_1:T]`` of every series, ``x_0`` included.
+
+    Parameters
+    ----------
+    series : list of ndarray of shape (n_steps_i, n_outputs)
+        Observations; NaN entries are missing.
+    observation : LinearGaussianObservation
+    mean : array-like of shape (n_states,)
+        ``mu``.
+    transition_matrix : array-like of shape (n_states, n_states)
+    process_variance : array-like of shape (n_states,)
+    initial_mean, initial_scale : array-like of shape (n_states,)
+        The distribution of ``x_0``.
+
+    Returns
+    -------
+    states : list of ndarray of shape (n_steps_i + 1, n_states)
+        Row 0 is ``x_0``.
+
+    Examples
+    --------
+    >>> from statemix_sk import make_linear_gaussian
+    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
+    >>> states = smoothed_states([Y], model.observation, numpy.zeros(4),
+    ...     model.transition_matrix, model.process_noise**2, numpy.zeros(4),
+    ...     numpy.ones(4))
+    >>> states[0].shape
+    (51, 4)
+    """
+    if not isinstance(observation, LinearGaussianObservation):
+        observation = LinearGaussianObservation(
+            observation.observation_matrix,
+            noise_covariance=observation.noise_covariance,
+        )
+    mean = numpy.asarray(mean, dtype=float)
+    model = LinearGaussianModel(
+        numpy.asarray(transition_matrix, dtype=float),
+        numpy.sqrt(numpy.asarray(process_variance, dtype=float)),
+        observation,
+        initial_mean=numpy.asarray(initial_mean, dtype=float) - mean,
+        initial_scale=initial_scale,
+    )
+    offset = observation.observation_matrix @ mean
+    return [
+        kalman_smoother(numpy.asarray(one, dtype=float) - offset, model).smoothed_means
+        + mean
+        for one in series
+    ]
 
 
 def linear_dynamics_by_em(

@@ -34,6 +34,7 @@ from .baselines import (
     check_locally_optimal_applies,
     linear_dynamics_by_em,
     linear_dynamics_by_moments,
+    smoothed_states,
 )
 from .filtering import (
     BootstrapProposal,
@@ -47,9 +48,11 @@ from .networks import Standardizer, make_mixture_head
 from .resampling import RESAMPLING_SCHEMES
 from .training import (
     TrainingSettings,
+    Validation,
     count_observed_steps,
     fit_restarts,
-    resolve_window_schedule,
+    fit_transition_to_states,
+    mean_log_likelihood,
 )
 
 __all__ = [
@@ -485,28 +488,55 @@ LinearGaussianObservation`, a :class:`~statemix_sk.models.GaussianObservation` o
     initial_state_scale : float or array-like of shape (n_states,), default=None
         Standard deviation(s) of ``x_0``. None: for a linear observation, the
         spread of the least-squares states over the data; for any other, 1.
-    max_iter : int, default=60
-        Maximum number of iterations (each ``n_transition_steps`` plus
-        ``n_proposal_steps`` Adam steps), windows included.
+    max_iter : int, default=100
+        Maximum number of epochs; an epoch filters every window of every training
+        series once (``ceil(n_steps / window_length)`` times
+        ``ceil(n_series / batch_size)`` updates).
     tol : float, default=1e-3
-        Convergence threshold on the change of the evaluated log-likelihood per
-        step between two evaluations on the whole series.
-    learning_rate : float, default=0.003
-        Adam's step size. At 0.01 training was faster on Lorenz 96 but became
-        unstable on the linear-Gaussian experiment after a few dozen iterations;
-        0.003 was stable on both (see the project's notes).
-    window_schedule : sequence of (window, n_iterations), \
-default=((0.1, 0.1), (0.25, 0.15), (0.5, 0.25))
-        The growing windows that precede training on the whole series (observation
-        batching). ``window`` is a number of steps (int) or a fraction of the
-        longest series (float); ``n_iterations`` a count (int) or a fraction of
-        ``max_iter`` (float). The rest of ``max_iter`` goes to the whole series.
-    n_transition_steps : int, default=2
-        Adam steps on the transition network per iteration (proposal fixed).
-    n_proposal_steps : int, default=2
-        Adam steps on the proposal network per iteration (transition fixed).
-    eval_every : int, default=5
-        Iterations between two fixed-seed evaluations (recorded in ``history_``).
+        Training stops when the score (the validation log-likelihood per step,
+        or without validation the epoch's training log-likelihood per step) has
+        not improved by at least ``tol`` for ``n_iter_no_change`` epochs.
+    learning_rate : float, default=0.001
+        Adam's step size. From the regression start on Lorenz 96 (50 series),
+        0.003 made the held-out score worse than the start, 0.001 and 0.0003
+        improved it (0.001 the most in held-out MSE); from a linear start 0.003
+        was the better choice (see the project's notes).
+    window_length : int, default=25
+        Steps per training window. Each update filters a minibatch of windows,
+        each started from the particle cloud that the previous window of its
+        series left (no gradient flows through that cloud), so that the cost
+        of an update does not grow with the number or length of the series,
+        and a short window keeps the gradient of a random start informative
+        (the likelihood of a long series concentrates).
+    batch_size : int, default=10
+        Windows per update (fewer when there are fewer training series).
+    update : {"joint", "alternating"}, default="joint"
+        ``"joint"``: every update steps both networks. ``"alternating"`` (the
+        paper's scheme): ``n_transition_steps`` updates of the transition with the
+        proposal fixed, then ``n_proposal_steps`` of the proposal with the
+        transition fixed, each network with its own Adam state.
+    n_transition_steps : int, default=1
+        Updates of the transition per cycle, with ``update="alternating"``.
+    n_proposal_steps : int, default=1
+        Updates of the proposal per cycle, with ``update="alternating"``.
+    alpha : float, default=0.0
+        Strength of the L2 penalty ``alpha / 2 * sum(W**2)`` of the networks'
+        dense weights, per observed step of an update's windows.
+    early_stopping : {"auto"} or bool, default="auto"
+        Hold out data to score each epoch: keep the parameters of the best
+        validation score (the start included) and stop after
+        ``n_iter_no_change`` epochs without an improvement of ``tol``. The held
+        out data are ``validation_fraction`` of the series (at least one, and
+        at least one left to train on), or, for a single series, its last
+        ``validation_fraction`` of windows (filtered from the start of the
+        series, scored on those windows only). ``"auto"``: on when the data
+        allow (two series, or one of two windows or more), otherwise training
+        runs on all the data, stops on the training score and keeps the last
+        parameters. True: on, and an error when the data do not allow it.
+    validation_fraction : float in (0, 1), default=0.1
+        Fraction of the series (or of one series' windows) held out.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before training stops.
     resampling : {"systematic", "stratified", "multinomial", "residual"}, \
 default="systematic"
     ess_threshold : float in [0, 1], default=1.0
@@ -537,16 +567,28 @@ default="systematic"
         State dimension.
     initial_state_mean_, initial_state_scale_ : ndarray of shape (n_states,)
     log_likelihood_ : float
-        Fixed-seed log-likelihood per observed step on the training data.
+        Fixed-seed log-likelihood per observed step on the data given to
+        ``fit`` (training and held-out parts): ``score`` of the same data.
     restart_scores_ : ndarray of shape (n_init,)
-        The same score for every restart (NaN where a restart diverged entirely).
+        Each restart's score: its best validation score, or without validation
+        its ``log_likelihood_`` (NaN where a restart diverged entirely). The
+        best is kept.
+    best_validation_score_ : float or None
+        The kept parameters' fixed-seed log-likelihood per observed held-out
+        step; None without validation.
+    validation_scores_ : list of float or None
+        The validation score after each epoch (the first: the start); None
+        without validation.
     n_iter_ : int
-        Iterations run by the kept restart.
+        Epochs run by the kept restart.
+    n_updates_ : int
+        Adam updates run by the kept restart.
     converged_ : bool
-        Whether the kept restart met ``tol`` on the whole series.
+        Whether the kept restart stopped because its score stopped improving
+        (``tol``, ``n_iter_no_change``), not because of ``max_iter``.
     history_ : list of Evaluation
-        ``(iteration, window, phase, log_likelihood, seconds)`` of the kept
-        restart.
+        ``(epoch, n_updates, train_log_likelihood, validation_log_likelihood,
+        seconds)`` after each epoch of the kept restart (the first: the start).
     n_features_in_ : int
 
     Notes
@@ -582,7 +624,7 @@ default="systematic"
             "array-like",
         ],
         "covariance_type": [StrOptions({"diag", "full"})],
-        "init_dynamics": [StrOptions({"linear", "random_walk"})],
+        "init_dynamics": [StrOptions({"regression", "linear", "random_walk"})],
         "initial_state_mean": [None, Real, "array-like"],
         "initial_state_scale": [
             None,
@@ -592,10 +634,15 @@ default="systematic"
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "window_schedule": [tuple, list],
+        "window_length": [Interval(Integral, 2, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "update": [StrOptions({"joint", "alternating"})],
         "n_transition_steps": [Interval(Integral, 0, None, closed="left")],
         "n_proposal_steps": [Interval(Integral, 0, None, closed="left")],
-        "eval_every": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "resampling": [StrOptions(set(RESAMPLING_SCHEMES))],
         "ess_threshold": [Interval(Real, 0, 1, closed="both")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -614,16 +661,21 @@ default="systematic"
         observation=None,
         observation_noise=None,
         covariance_type="diag",
-        init_dynamics="linear",
+        init_dynamics="regression",
         initial_state_mean=None,
         initial_state_scale=None,
-        max_iter=60,
+        max_iter=100,
         tol=1e-3,
-        learning_rate=0.003,
-        window_schedule=((0.1, 0.1), (0.25, 0.15), (0.5, 0.25)),
-        n_transition_steps=2,
-        n_proposal_steps=2,
-        eval_every=5,
+        learning_rate=0.001,
+        window_length=25,
+        batch_size=10,
+        update="joint",
+        n_transition_steps=1,
+        n_proposal_steps=1,
+        alpha=0.0,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
         resampling="systematic",
         ess_threshold=1.0,
         n_init=1,
@@ -644,10 +696,15 @@ default="systematic"
         self.max_iter = max_iter
         self.tol = tol
         self.learning_rate = learning_rate
-        self.window_schedule = window_schedule
+        self.window_length = window_length
+        self.batch_size = batch_size
+        self.update = update
         self.n_transition_steps = n_transition_steps
         self.n_proposal_steps = n_proposal_steps
-        self.eval_every = eval_every
+        self.alpha = alpha
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.resampling = resampling
         self.ess_threshold = ess_threshold
         self.n_init = n_init
@@ -667,30 +724,14 @@ default="systematic"
                 "hidden_layer_sizes must be a tuple of positive integers, got "
                 f"{sizes!r}."
             )
-        for entry in self.window_schedule:
-            valid = (
-                isinstance(entry, tuple | list)
-                and len(entry) == 2
-                and (
-                    (isinstance(entry[0], Integral) and entry[0] >= 2)
-                    or (isinstance(entry[0], float) and 0 < entry[0] <= 1)
-                )
-                and (
-                    (isinstance(entry[1], Integral) and entry[1] >= 0)
-                    or (isinstance(entry[1], float) and 0 <= entry[1] <= 1)
-                )
-            )
-            if not valid:
-                raise InvalidParameterError(
-                    "window_schedule must be a sequence of (window, n_iterations) "
-                    "pairs: window an int >= 2 or a fraction in (0, 1], "
-                    "n_iterations an int >= 0 or a fraction in [0, 1]; got "
-                    f"{self.window_schedule!r}."
-                )
-        if self.n_transition_steps == 0 and self.n_proposal_steps == 0:
+        if (
+            self.update == "alternating"
+            and self.n_transition_steps == 0
+            and self.n_proposal_steps == 0
+        ):
             raise InvalidParameterError(
-                "n_transition_steps and n_proposal_steps cannot both be 0: nothing "
-                "would be trained."
+                "n_transition_steps and n_proposal_steps cannot both be 0 with "
+                "update='alternating': nothing would be trained."
             )
         return tuple(int(size) for size in sizes)
 
@@ -788,39 +829,49 @@ default="systematic"
     def _dynamics_start(
         self, series, observation, stats, increments, initial_mean, initial_scale
     ):
-        """Where the networks start: see ``init_dynamics``.
+        """Where the linear parts start: see ``init_dynamics``.
 
         Returns the transition's drift (None: a random walk) and spread, and the
-        gain (None: the transition) and spread of the locally optimal proposal of
-        that transition.
+        fitted linear model ``(A, diag(Q))`` (None unless one was fitted).
+        """
+        matrix = getattr(observation, "observation_matrix", None)
+        if matrix is None or self.init_dynamics == "random_walk":
+            return None, increments, None
+        inverse = numpy.linalg.pinv(matrix)
+        transition_matrix, process_variance = linear_dynamics_by_moments(
+            [one @ inverse.T for one in series],
+            inverse @ observation.noise_covariance @ inverse.T,
+            stats.mean,
+        )
+        if transition_matrix is None:
+            return None, increments, None
+        transition_matrix, process_variance, _ = linear_dynamics_by_em(
+            series,
+            observation,
+            stats.mean,
+            transition_matrix,
+            process_variance,
+            initial_mean,
+            initial_scale,
+        )
+        # Increment = (A - I)(x - mean) = (A - I) diag(scale) z for the
+        # standardised input z.
+        drift = (transition_matrix - numpy.eye(len(stats.mean))) * stats.scale
+        transition_scale = numpy.clip(
+            numpy.sqrt(process_variance), 0.05 * increments, increments
+        )
+        return drift, transition_scale, (transition_matrix, process_variance)
+
+    @staticmethod
+    def _proposal_start(observation, transition_scale, increments):
+        """Gain and spread of the locally optimal proposal of a transition's noise.
+
+        Returns ``(None, transition_scale)`` (the proposal starts as the
+        transition) when the observation is not linear.
         """
         matrix = getattr(observation, "observation_matrix", None)
         if matrix is None:
-            return None, increments, None, increments
-        drift, transition_scale = None, increments
-        inverse = numpy.linalg.pinv(matrix)
-        if self.init_dynamics == "linear":
-            transition_matrix, process_variance = linear_dynamics_by_moments(
-                [one @ inverse.T for one in series],
-                inverse @ observation.noise_covariance @ inverse.T,
-                stats.mean,
-            )
-            if transition_matrix is not None:
-                transition_matrix, process_variance, _ = linear_dynamics_by_em(
-                    series,
-                    observation,
-                    stats.mean,
-                    transition_matrix,
-                    process_variance,
-                    initial_mean,
-                    initial_scale,
-                )
-                # Increment = (A - I)(x - mean) = (A - I) diag(scale) z for the
-                # standardised input z.
-                drift = (transition_matrix - numpy.eye(len(stats.mean))) * stats.scale
-                transition_scale = numpy.clip(
-                    numpy.sqrt(process_variance), 0.05 * increments, increments
-                )
+            return None, transition_scale
         # Without this start, a proposal that starts as the transition is a
         # bootstrap filter, which loses track in a few dimensions and gives the
         # networks little to learn from.
@@ -828,12 +879,43 @@ default="systematic"
             matrix, observation.noise_covariance, transition_scale
         )
         gain = gain * observation.noise_scale  # per unit of scaled innovation
-        return (
-            drift,
-            transition_scale,
-            gain,
-            numpy.maximum(proposal_scale, 1e-3 * increments),
-        )
+        return gain, numpy.maximum(proposal_scale, 1e-3 * increments)
+
+    def _regression_start(self, spec, make_spec, series, held_out, linear, seed):
+        """Start the transition as a regression on the linear start's smoothed states.
+
+        The Kalman smoother of the fitted linear model estimates the states of
+        every training series; the transition network is fitted to them by
+        maximum likelihood (:func:`~statemix_sk.training.fit_transition_to_states`,
+        early-stopped on the held-out series' smoothed states when there are
+        any), and the proposal starts as the locally optimal proposal for the
+        fitted transition's noise. Returns the spec that starts there.
+        """
+        observation, stats = spec.observation, spec.input_stats
+        transition_matrix, process_variance = linear
+
+        def smooth(sequences):
+            return smoothed_states(
+                sequences,
+                observation,
+                stats.mean,
+                transition_matrix,
+                process_variance,
+                spec.initial_mean,
+                spec.initial_scale,
+            )
+
+        rng = numpy.random.default_rng(seed)
+        params = spec.init_params(rng)
+        with numpy.errstate(all="ignore"):
+            fitted, noise_scale = fit_transition_to_states(
+                params,
+                spec,
+                smooth(series),
+                None if held_out is None else smooth(held_out),
+                rng=rng,
+            )
+        return make_spec(noise_scale, fitted["transition"])
 
     def _settings(self):
         return TrainingSettings(
@@ -843,11 +925,60 @@ default="systematic"
             max_iter=self.max_iter,
             tol=self.tol,
             learning_rate=self.learning_rate,
+            window_length=self.window_length,
+            batch_size=self.batch_size,
+            update=self.update,
             n_transition_steps=self.n_transition_steps,
             n_proposal_steps=self.n_proposal_steps,
-            eval_every=self.eval_every,
+            n_iter_no_change=self.n_iter_no_change,
+            alpha=self.alpha,
             verbose=self.verbose,
         )
+
+    def _split_validation(self, series, random_state):
+        """Return the training series, the :class:`Validation` and its series.
+
+        See ``early_stopping``: whole series are held out when there are two or
+        more, otherwise the last windows of the one series; None (twice) when
+        ``early_stopping`` is False or the data are too few.
+        """
+        if self.early_stopping is False:
+            return series, None, None
+        n_series = len(series)
+        if n_series >= 2:
+            n_held = min(
+                int(numpy.ceil(self.validation_fraction * n_series)), n_series - 1
+            )
+            order = random_state.permutation(n_series)
+            held = sorted(order[:n_held])
+            kept = sorted(order[n_held:])
+            held_out = [series[i] for i in held]
+            return [series[i] for i in kept], Validation(_pad(held_out)), held_out
+        n_steps = len(series[0])
+        n_windows = -(-n_steps // self.window_length)
+        if n_windows >= 2:
+            n_held = min(
+                int(numpy.ceil(self.validation_fraction * n_windows)), n_windows - 1
+            )
+            first_held = (n_windows - n_held) * self.window_length
+            held = series[0][first_held:]
+            if numpy.any(~numpy.isnan(held)) and numpy.any(
+                ~numpy.isnan(series[0][:first_held])
+            ):
+                return (
+                    [series[0][:first_held]],
+                    Validation(series[0][None], first_step=first_held),
+                    [series[0][first_held:]],
+                )
+        if self.early_stopping is True:
+            raise ValueError(
+                "early_stopping=True needs data to hold out: two series or more, or "
+                f"one series of at least two windows (window_length="
+                f"{self.window_length}) with observations in both parts; got "
+                f"{n_series} series of {n_steps} steps. Use early_stopping='auto' "
+                "or False to train on all the data."
+            )
+        return series, None, None
 
     # ----------------------------------------------------------------------------
     # Fitting
@@ -883,11 +1014,17 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
                 "learn from."
             )
         observation = self._resolve_observation(series[0].shape[1])
+        random_state = check_random_state(self.random_state)
+        root_seed, eval_seed, start_seed = random_state.randint(0, 2**31 - 1, size=3)
+        # Everything learned, the start included, comes from the training part:
+        # the held-out part then scores the start fairly against training.
+        all_series = series
+        series, validation, held_out = self._split_validation(series, random_state)
         stats, increments, initial_mean, initial_scale = self._state_statistics(
             series, observation
         )
         n_states = observation.n_states
-        drift, transition_scale, gain, proposal_scale = self._dynamics_start(
+        drift, transition_scale, linear = self._dynamics_start(
             series, observation, stats, increments, initial_mean, initial_scale
         )
 
@@ -901,23 +1038,31 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
                 covariance_type=self.covariance_type,
             )
 
-        spec = StateMixSpec(
-            head(transition_scale),
-            head(proposal_scale),
-            stats,
-            observation,
-            initial_mean,
-            initial_scale,
-            hidden_layer_sizes,
-            transition_drift=drift,
-            proposal_gain=gain,
-        )
+        def make_spec(noise_scale, transition_params=None):
+            # The proposal starts as the locally optimal proposal for a Gaussian
+            # transition of this noise, around the transition's mean.
+            gain, proposal_scale = self._proposal_start(
+                observation, noise_scale, increments
+            )
+            return StateMixSpec(
+                head(transition_scale),
+                head(proposal_scale),
+                stats,
+                observation,
+                initial_mean,
+                initial_scale,
+                hidden_layer_sizes,
+                transition_drift=drift,
+                proposal_gain=gain,
+                transition_params=transition_params,
+            )
+
+        spec = make_spec(transition_scale)
+        if self.init_dynamics == "regression" and linear is not None:
+            spec = self._regression_start(
+                spec, make_spec, series, held_out, linear, int(start_seed)
+            )
         Y_padded = _pad(series)
-        schedule = resolve_window_schedule(
-            self.window_schedule, Y_padded.shape[1], self.max_iter
-        )
-        random_state = check_random_state(self.random_state)
-        root_seed, eval_seed = random_state.randint(0, 2**31 - 1, size=2)
         warm = self.warm_start and hasattr(self, "params_")
         if warm:
             # The previous parameters can start this fit only if every array has
@@ -930,10 +1075,10 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         results = fit_restarts(
             spec,
             Y_padded,
-            schedule,
             self._settings(),
             seed_sequences,
             int(eval_seed),
+            validation=validation,
             n_jobs=self.n_jobs,
             init_params=self.params_ if warm else None,
         )
@@ -941,13 +1086,18 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             if result.diverged:
                 warnings.warn(
                     f"Restart {index} produced a non-finite log-likelihood or "
-                    f"gradient at iteration {result.n_iter} and was stopped there; "
-                    "its last finite parameters are kept. A smaller learning_rate "
+                    f"gradient in epoch {result.n_iter} and was stopped there; "
+                    "its best finite parameters are kept. A smaller learning_rate "
                     "may help.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        scores = numpy.array([result.score for result in results])
+        scores = numpy.array(
+            [
+                result.score if validation is None else result.validation_score
+                for result in results
+            ]
+        )
         finite = numpy.isfinite(scores)
         if not finite.any():
             raise ValueError(
@@ -959,8 +1109,9 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         if not best.converged and not best.diverged:
             warnings.warn(
                 f"StateMixFilter did not converge in max_iter={self.max_iter} "
-                f"iterations (tol={self.tol}). Increase max_iter or tol, or check "
-                "history_.",
+                f"epochs: its score was still improving by more than tol="
+                f"{self.tol} within n_iter_no_change={self.n_iter_no_change} "
+                "epochs. Increase max_iter, or check history_.",
                 ConvergenceWarning,
                 stacklevel=2,
             )
@@ -975,9 +1126,31 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         self.n_states_ = n_states
         self.initial_state_mean_ = initial_mean
         self.initial_state_scale_ = initial_scale
-        self.log_likelihood_ = best.score
+        if validation is None:
+            self.log_likelihood_ = best.score
+        else:
+            Y_all = _pad(all_series)
+            self.log_likelihood_ = float(
+                mean_log_likelihood(
+                    best.params,
+                    spec,
+                    Y_all,
+                    count_observed_steps(Y_all),
+                    self._settings(),
+                    int(eval_seed),
+                )
+            )
         self.restart_scores_ = numpy.where(finite, scores, numpy.nan)
+        if validation is None:
+            self.best_validation_score_ = None
+            self.validation_scores_ = None
+        else:
+            self.best_validation_score_ = best.validation_score
+            self.validation_scores_ = [
+                entry.validation_log_likelihood for entry in best.history
+            ]
         self.n_iter_ = best.n_iter
+        self.n_updates_ = best.n_updates
         self.converged_ = best.converged
         self.history_ = best.history
         self._eval_seed = int(eval_seed)

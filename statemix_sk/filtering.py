@@ -130,6 +130,11 @@ class FilterResult(NamedTuple):
     """(n_steps, N): parents' indices (identity where not resampled)."""
     resampling_log_weights: numpy.ndarray | None = None
     """(n_steps, N): the stop-gradient values ``log vbar_a`` (0 where not resampled)."""
+    final_particles: numpy.ndarray | None = None
+    """(N, n_states): the particles after the last step (values, not traced): the
+    cloud that a later pass can start from (``initial_particles``)."""
+    final_log_weights: numpy.ndarray | None = None
+    """(N,): their normalised log-weights (``initial_log_weights``)."""
 
 
 class BootstrapProposal:
@@ -191,6 +196,37 @@ def _frozen_arrays(frozen, batched, shape):
     )
 
 
+def _initial_cloud(particles, log_weights, shape, batched):
+    """Check a given starting cloud; return it as (rows, n_states) and (B, N)."""
+    n_series, n_particles, n_states = shape
+    expected = shape if batched else shape[1:]
+    particles = numpy.asarray(particles, dtype=float)
+    if particles.shape != expected:
+        raise ValueError(
+            f"initial_particles must have shape {expected} (series, particles, "
+            f"states for several series), got {particles.shape}."
+        )
+    if not numpy.all(numpy.isfinite(particles)):
+        raise ValueError("initial_particles must be finite.")
+    if log_weights is None:
+        log_weights = numpy.full((n_series, n_particles), -numpy.log(n_particles))
+    else:
+        log_weights = numpy.asarray(log_weights, dtype=float)
+        if log_weights.shape != expected[:-1]:
+            raise ValueError(
+                f"initial_log_weights must have shape {expected[:-1]}, got "
+                f"{log_weights.shape}."
+            )
+        log_weights = numpy.reshape(log_weights, (n_series, n_particles))
+        if numpy.any(numpy.isnan(log_weights)) or numpy.any(log_weights == numpy.inf):
+            raise ValueError("initial_log_weights must not be NaN or +inf.")
+        # Normalised here, so that a cloud's weights may come unnormalised.
+        log_weights = log_weights - logsumexp(log_weights, axis=1, keepdims=True)
+        if not numpy.all(numpy.isfinite(log_weights).any(axis=1)):
+            raise ValueError("initial_log_weights give a series no weight at all.")
+    return numpy.reshape(particles, (n_series * n_particles, n_states)), log_weights
+
+
 def particle_filter(
     Y,
     model,
@@ -202,6 +238,8 @@ def particle_filter(
     random_state=None,
     return_particles=False,
     frozen=None,
+    initial_particles=None,
+    initial_log_weights=None,
 ):
     """Run a particle filter over one series, or several series together.
 
@@ -231,6 +269,16 @@ default="systematic"
         stop-gradient values are reused instead of drawn: the filter becomes a
         smooth function of the model's parameters, whose finite differences check
         the gradient (the "frozen surrogate").
+    initial_particles : array-like of shape (N, n_states) or \
+(n_series, N, n_states), default=None
+        Start from this cloud instead of drawing from the model's initial
+        distribution: the cloud an earlier pass left at this point of the series
+        (``FilterResult.final_particles``), to filter a window of a series as
+        the continuation of that pass. It is a constant: no gradient flows into
+        it. The first step treats it as the previous step's particles (it
+        resamples them, by ``initial_log_weights``, as any step would).
+    initial_log_weights : array-like of shape (N,) or (n_series, N), default=None
+        Normalised log-weights of ``initial_particles`` (None: equal weights).
 
     Returns
     -------
@@ -265,8 +313,21 @@ default="systematic"
     fully_observed = observed.all(axis=2)
     partly_observed = observed.any(axis=2)
 
-    particles = model.sample_initial(n_rows, rng)
-    log_weights = numpy.full((n_series, n_particles), -log_n)
+    if initial_particles is None:
+        if initial_log_weights is not None:
+            raise ValueError(
+                "initial_log_weights needs initial_particles: the weights belong "
+                "to a given cloud."
+            )
+        particles = model.sample_initial(n_rows, rng)
+        log_weights = numpy.full((n_series, n_particles), -log_n)
+    else:
+        particles, log_weights = _initial_cloud(
+            initial_particles,
+            initial_log_weights,
+            (n_series, n_particles, model.n_states),
+            batched,
+        )
     records = {
         key: []
         for key in (
@@ -411,6 +472,9 @@ default="systematic"
             "reference",
         )
     }
+    final_particles = numpy.reshape(
+        numpy.array(getval(particles)), (n_series, n_particles, -1)
+    )
     result = FilterResult(
         log_likelihood=np.sum(increments, axis=1),
         log_likelihood_increments=increments,
@@ -422,6 +486,8 @@ default="systematic"
         log_weights=stacked["log_weights"],
         ancestors=stacked["ancestors"],
         resampling_log_weights=stacked["reference"],
+        final_particles=final_particles,
+        final_log_weights=numpy.array(getval(log_weights)),
     )
     if batched:
         return result

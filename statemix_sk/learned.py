@@ -21,6 +21,7 @@ Both are plain objects around such parameters, built inside the objective that
 autograd differentiates; :func:`init_mixture_network` draws them.
 """
 
+import copy
 import weakref
 from typing import NamedTuple
 
@@ -363,6 +364,9 @@ particle_filter`; :meth:`init_params` draws such a dict.
     """(n_states, n_outputs) or None: the untrained proposal's mean increment per
     unit of scaled innovation (:func:`locally_optimal_gain` times the noise
     scales); None starts the proposal as the untrained transition."""
+    transition_params: object = None
+    """A transition network to start from (a fitted start, copied by
+    :meth:`init_params`); None draws one."""
 
     def _linear_start(self, head, n_inputs, first_input, matrix):
         """Linear part whose increments are ``matrix @ inputs[first_input:]``."""
@@ -384,23 +388,29 @@ particle_filter`; :meth:`init_params` draws such a dict.
     def init_params(self, rng):
         """Draw initial parameters for both networks.
 
-        The dense parts start near zero. The transition's linear part starts at
-        ``transition_drift`` (a linear model; zero: a random walk), the
+        The dense parts start near zero. The transition is
+        ``transition_params`` when given; otherwise its linear part starts at
+        ``transition_drift`` (a linear model; zero: a random walk). The
         proposal's at ``proposal_gain`` (the locally optimal proposal of that
         start, when the heads' initial scales match; zero: the transition).
         """
         n_states = self.transition_head.n_dims
         n_proposal_inputs = n_states + self.observation.n_outputs
-        return {
-            "transition": init_mixture_network(
-                self.transition_head,
-                n_states,
-                self.hidden_layer_sizes,
-                rng,
-                linear=self._linear_start(
-                    self.transition_head, n_states, 0, self.transition_drift
-                ),
+        transition = init_mixture_network(
+            self.transition_head,
+            n_states,
+            self.hidden_layer_sizes,
+            rng,
+            linear=self._linear_start(
+                self.transition_head, n_states, 0, self.transition_drift
             ),
+        )
+        if self.transition_params is not None:
+            # Drawn all the same, so that the proposal's draw does not depend on
+            # whether the transition was given.
+            transition = copy.deepcopy(self.transition_params)
+        return {
+            "transition": transition,
             "proposal": init_mixture_network(
                 self.proposal_head,
                 n_proposal_inputs,

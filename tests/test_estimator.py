@@ -25,16 +25,16 @@ from statemix_sk import (
     make_linear_gaussian,
 )
 
-# A tiny estimator: every fit takes about a second. Two iterations cannot meet
-# tol, so fitting it raises a ConvergenceWarning, which the tests expect.
+# A tiny estimator: every fit takes about a second. Two epochs cannot meet
+# n_iter_no_change, so fitting it raises a ConvergenceWarning, which the tests
+# expect.
 TINY = dict(
     n_components=1,
     hidden_layer_sizes=(8,),
     n_particles=8,
     max_iter=2,
-    eval_every=1,
-    n_transition_steps=1,
-    n_proposal_steps=1,
+    window_length=10,
+    batch_size=2,
     random_state=0,
 )
 
@@ -238,7 +238,15 @@ def test_sample_needs_a_fit():
         {"max_iter": 0},
         {"learning_rate": 0.0},
         {"tol": -1.0},
-        {"eval_every": 0},
+        {"window_length": 1},
+        {"batch_size": 0},
+        {"update": "bogus"},
+        {"alpha": -1.0},
+        {"early_stopping": "yes"},
+        {"validation_fraction": 0.0},
+        {"validation_fraction": 1.0},
+        {"n_iter_no_change": 0},
+        {"init_dynamics": "bogus"},
         {"n_init": 0},
         {"resampling": "bogus"},
         {"observation": "bogus"},
@@ -257,10 +265,10 @@ def test_invalid_parameters_raise_invalid_parameter_error(data, params):
     [
         ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"),
         ({"hidden_layer_sizes": (8.5,)}, "hidden_layer_sizes"),
-        ({"window_schedule": ((10, 1), (5, 1))}, "non-decreasing"),
-        ({"window_schedule": ((1, 1),)}, "window_schedule"),
-        ({"window_schedule": ((0.5, 1.5),)}, "window_schedule"),
-        ({"n_transition_steps": 0, "n_proposal_steps": 0}, "cannot both be 0"),
+        (
+            {"update": "alternating", "n_transition_steps": 0, "n_proposal_steps": 0},
+            "cannot both be 0",
+        ),
         ({"initial_state_mean": [0.0, 0.0, 0.0]}, "initial_state_mean"),
         ({"observation_noise": [0.5, 0.5, 0.5]}, "observation_noise"),
     ],
@@ -414,14 +422,17 @@ def test_fitted_attributes(fitted, data):
     assert fitted.restart_scores_.shape == (1,)
     assert fitted.n_iter_ == 2
     assert fitted.converged_ is False
-    # eval_every=1: the start, then one evaluation after each phase of every
-    # iteration.
-    assert len(fitted.history_) == 1 + 2 * fitted.n_iter_
-    assert [entry.phase for entry in fitted.history_] == ["start"] + [
-        "transition",
-        "proposal",
-    ] * 2
-    assert fitted.restart_scores_[0] == fitted.log_likelihood_
+    # The start, then one evaluation per epoch; 4 series: one held out, 3 to
+    # train on in 2 windows of 10 steps, minibatches of 2: 4 updates an epoch.
+    assert [entry.epoch for entry in fitted.history_] == [0, 1, 2]
+    assert [entry.n_updates for entry in fitted.history_] == [0, 4, 8]
+    assert fitted.n_updates_ == 8
+    assert fitted.validation_scores_ == [
+        entry.validation_log_likelihood for entry in fitted.history_
+    ]
+    assert fitted.best_validation_score_ == max(fitted.validation_scores_)
+    # The restart's score is its best validation score.
+    assert fitted.restart_scores_[0] == fitted.best_validation_score_
     # The score of the training data is the fixed-seed score recorded in fit.
     assert fitted.score(data) == pytest.approx(fitted.log_likelihood_, rel=1e-10)
 
@@ -437,7 +448,7 @@ def test_fit_returns_self_and_warns_only_about_convergence(data):
 def test_converged_is_set_only_when_tol_is_met(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ConvergenceWarning when it converges
-        model = tiny(max_iter=5, tol=1e9, window_schedule=()).fit(data)
+        model = tiny(max_iter=5, tol=1e9, n_iter_no_change=2).fit(data)
     assert model.converged_ is True
     assert model.n_iter_ == 2
 
@@ -485,27 +496,28 @@ def test_the_same_random_state_gives_the_same_fit(fitted, data):
 
 
 def test_fit_does_not_change_the_constructor_parameters(data):
-    window_schedule = [(5, 1)]
-    model = tiny(window_schedule=window_schedule, hidden_layer_sizes=[8])
+    hidden_layer_sizes = [8]
+    model = tiny(hidden_layer_sizes=hidden_layer_sizes)
     before = copy.deepcopy(model.get_params())
     fit(model, data)
     assert model.get_params() == before
-    assert model.window_schedule is window_schedule
+    assert model.hidden_layer_sizes is hidden_layer_sizes
 
 
 def test_n_init_records_every_restart_and_keeps_the_best(data):
     model = fit(tiny(n_init=2), data)
     assert model.restart_scores_.shape == (2,)
     assert np.all(np.isfinite(model.restart_scores_))
-    assert model.log_likelihood_ == np.max(model.restart_scores_)
-    assert model.score(data) == pytest.approx(model.log_likelihood_, rel=1e-10)
+    assert model.best_validation_score_ == np.max(model.restart_scores_)
 
 
 def test_warm_start_continues_from_the_previous_fit(data):
-    model = fit(tiny(warm_start=True, n_init=2), data)
+    # Without early stopping the last parameters are kept: the second fit's
+    # changes are seen whether or not they improve a held-out score.
+    model = fit(tiny(warm_start=True, n_init=2, early_stopping=False), data)
     previous = model.params_
     # Training only the proposal from the previous fit leaves its transition.
-    model.set_params(n_transition_steps=0)
+    model.set_params(update="alternating", n_transition_steps=0)
     fit(model, data)
     np.testing.assert_array_equal(
         flat(model.params_["transition"]), flat(previous["transition"])
