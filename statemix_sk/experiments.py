@@ -1,18 +1,19 @@
 """The paper's comparison, on our experiment definitions: one function per step.
 
 ``statemix-sk reproduce`` (:mod:`statemix_sk.cli`) and the scripts in ``examples/``
-call :func:`run_experiment`. Each *run* draws one model with a training set and
+call :func:`run_experiment`. Each *run* draws one model with training series and
 held-out test series from it (:mod:`statemix_sk.datasets`); StateMixFilter is
-fitted on the training observations only; then every method filters the same
-test series with the same number of particles ``N``, all from the model's
-initial distribution:
+fitted on training observations only, once per number of training series
+``n_train`` (nested subsets: the fit for a smaller size sees the first series of
+the larger ones); then every method filters the same test series with the same
+number of particles ``N``, all from the model's initial distribution:
 
 - observation-only: the state read off each observation alone (``pinv(H) y``, or
   the phase ``atan2(sin, cos)`` for Kuramoto);
 - the bootstrap, auxiliary and improved auxiliary particle filters with the true
-  model;
-- StateMixFilter for each number of components ``S`` (trained once per ``S`` with
-  ``train_particles`` particles, then filtering with each ``N``);
+  model (once per run: they do not depend on ``n_train``);
+- StateMixFilter for each number of components ``S`` and each ``n_train``
+  (trained with ``train_particles`` particles, then filtering with each ``N``);
 - the floor, the best any filter can reach: the locally optimal filter with the
   true model and ``floor_particles`` particles (10,000), or the bootstrap filter
   where the observation is not linear-Gaussian.
@@ -21,7 +22,9 @@ The metric is the mean squared error of the filtered estimate against the true
 states, over components, steps and test series (spec section 4); for Kuramoto the
 estimate is the weighted circular mean and the errors are wrapped to
 ``(-pi, pi]``. Runs are independent joblib tasks, seeded from
-``SeedSequence(seed).spawn(runs)``.
+``SeedSequence(seed).spawn(runs)``. The learning curve (:func:`plot_results`)
+draws StateMixFilter's held-out MSE and log-likelihood per step against
+``n_train``, with the baselines and the floor as horizontal lines.
 """
 
 import platform
@@ -155,20 +158,56 @@ def _floor_filter(model, n_particles, seed):
     )
 
 
-def _row(method, n_particles, n_components, errors, log_likelihood, fit, filtering):
+def _row(
+    method,
+    n_particles,
+    n_components,
+    errors,
+    log_likelihood,
+    fit,
+    filtering,
+    n_train=None,
+    estimator=None,
+):
+    """One result row; ``n_train`` and the training counts only for a learned filter."""
     return {
         "method": method,
         "n_particles": n_particles,
         "n_components": n_components,
+        "n_train": n_train,
         "mse": float(numpy.mean(errors)),
         "log_likelihood": None if log_likelihood is None else float(log_likelihood),
+        "n_iter": None if estimator is None else int(estimator.n_iter_),
+        "n_updates": None if estimator is None else int(estimator.n_updates_),
         "fit_seconds": float(fit),
         "filter_seconds": float(filtering),
     }
 
 
-def run_one(name, seed_sequence, settings, keep_trajectory=False):
+def _training_sizes(n_train):
+    """Return the numbers of training series, ascending and without repeats."""
+    sizes = sorted({int(n) for n in numpy.atleast_1d(n_train)})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"n_train must be positive integers, got {n_train!r}.")
+    return sizes
+
+
+def _statemix_options(settings, verbose=0):
+    """Return the StateMixFilter arguments that the settings fix (max_iter if set)."""
+    options = {"n_particles": settings["train_particles"]}
+    if settings["max_iter"] is not None:
+        options["max_iter"] = settings["max_iter"]
+    if verbose > 1:
+        options["verbose"] = 1
+    return options
+
+
+def run_one(name, seed_sequence, settings, keep_trajectory=False, verbose=0):
     """One run of an experiment: draw data, fit, filter with every method.
+
+    The run draws ``max(n_train)`` training series and ``n_test`` test series of
+    one model; the StateMixFilter for ``n_train`` series is fitted on the first
+    ``n_train`` of them, with the same seed for every size.
 
     Parameters
     ----------
@@ -178,30 +217,37 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
     settings : dict
         As built by :func:`run_experiment`.
     keep_trajectory : bool, default=False
-        Also return the first test series' truth, observations and estimates.
+        Also return the first test series' truth, observations and estimates
+        (StateMixFilter's for the largest ``n_train`` only).
+    verbose : int, default=0
+        Above 1: StateMixFilter prints a line per epoch and the run a line per
+        fit.
 
     Returns
     -------
     run : dict
-        ``rows`` (one dict per method and N) and, if asked, ``trajectory``.
+        ``rows`` (one dict per method, N and, for StateMixFilter, S and
+        ``n_train``) and, if asked, ``trajectory``.
     """
     experiment = EXPERIMENTS[name]
     data_seed, fit_seed, filter_seed = (
         int(child.generate_state(1)[0]) for child in seed_sequence.spawn(3)
     )
-    n_train, n_test = settings["n_train"], settings["n_test"]
-    Y, X, model = experiment.make(settings["n_steps"], n_train + n_test, data_seed)
-    Y_train, Y_test, X_test = Y[:n_train], Y[n_train:], X[n_train:]
+    sizes = _training_sizes(settings["n_train"])
+    n_largest, n_test = sizes[-1], settings["n_test"]
+    Y, X, model = experiment.make(settings["n_steps"], n_largest + n_test, data_seed)
+    Y_train, Y_test, X_test = Y[:n_largest], Y[n_largest:], X[n_largest:]
     circular = experiment.circular
     rows, trajectory = [], {}
 
-    def record(method, n_particles, n_components, estimator, fit_seconds):
+    def record(method, n_particles, n_components, estimator, fit_seconds, n_train=None):
         start = time.perf_counter()
         if not hasattr(estimator, "model_"):
             estimator.fit(Y_test)
         estimates, log_likelihood = _estimates(estimator, Y_test, circular)
         seconds = time.perf_counter() - start
         errors = _squared_errors(estimates, X_test, circular)
+        learned = n_train is not None
         rows.append(
             _row(
                 method,
@@ -211,10 +257,17 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
                 log_likelihood,
                 fit_seconds,
                 seconds,
+                n_train=n_train,
+                estimator=estimator if learned else None,
             )
         )
-        if keep_trajectory:
+        if not keep_trajectory:
+            return
+        if not learned:
             trajectory[f"{method} (N = {n_particles})"] = estimates[0].tolist()
+        elif n_train == n_largest:
+            key = f"{method} (S = {n_components}, {n_train} series, N = {n_particles})"
+            trajectory[key] = estimates[0].tolist()
 
     observation_only = _observation_only(Y_test, model, circular)
     rows.append(
@@ -228,22 +281,31 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
             0.0,
         )
     )
+    options = _statemix_options(settings, verbose)
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         learned = {}
         for n_components in settings["n_components"]:
-            estimator = StateMixFilter(
-                n_components,
-                n_particles=settings["train_particles"],
-                observation=model.observation,
-                initial_state_mean=model.initial_mean,
-                initial_state_scale=model.initial_scale,
-                max_iter=settings["max_iter"],
-                random_state=fit_seed,
-            )
-            start = time.perf_counter()
-            estimator.fit(Y_train)
-            learned[n_components] = (estimator, time.perf_counter() - start)
+            for n_train in reversed(sizes):
+                estimator = StateMixFilter(
+                    n_components,
+                    observation=model.observation,
+                    initial_state_mean=model.initial_mean,
+                    initial_state_scale=model.initial_scale,
+                    random_state=fit_seed,
+                    **options,
+                )
+                start = time.perf_counter()
+                estimator.fit(Y_train[:n_train])
+                seconds = time.perf_counter() - start
+                learned[n_components, n_train] = (estimator, seconds)
+                if verbose > 1:
+                    print(
+                        f"{name}: S = {n_components}, {n_train} training series: "
+                        f"{estimator.n_iter_} epochs, {estimator.n_updates_} "
+                        f"updates, {seconds:.0f} s.",
+                        flush=True,
+                    )
         for n_particles in settings["n_particles"]:
             for method, cls in BASELINES:
                 record(
@@ -253,10 +315,15 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
                     cls(model, n_particles=n_particles, random_state=filter_seed),
                     0.0,
                 )
-            for n_components, (estimator, fit_seconds) in learned.items():
+            for (n_components, n_train), (estimator, seconds) in learned.items():
                 estimator.set_params(n_particles=n_particles)
                 record(
-                    "StateMixFilter", n_particles, n_components, estimator, fit_seconds
+                    "StateMixFilter",
+                    n_particles,
+                    n_components,
+                    estimator,
+                    seconds,
+                    n_train=n_train,
                 )
         floor_method, floor = _floor_filter(
             model, settings["floor_particles"], filter_seed
@@ -274,33 +341,77 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False):
     return run
 
 
+# StateMixFilter's training, measured on Lorenz 96 (see estimate_seconds).
+_SECONDS_PER_UPDATE = 0.25  # a minibatch of 10 windows of 25 steps, N = 100
+_SECONDS_OF_START = 45.0  # the regression start, from 1,000 state pairs up
+_EPOCHS = 25  # early stopping ended after 15 to 40 epochs
+
+
+def _fit_seconds(n_train, settings):
+    """Estimate one StateMixFilter fit on ``n_train`` series (see estimate_seconds)."""
+    steps = settings["n_steps"]
+    particles = settings["train_particles"] / 100.0
+    # early_stopping="auto" holds out 10% of the series (at least one) from two on.
+    n_held = int(numpy.ceil(0.1 * n_train)) if n_train > 1 else 0
+    n_fit = n_train - n_held
+    updates = n_fit * steps / (10 * 25)  # batch_size 10 of window_length 25
+    epoch = _SECONDS_PER_UPDATE * updates * particles
+    epoch += n_held * steps * (0.0005 + 17e-6 * settings["train_particles"])
+    start = _SECONDS_OF_START * min(1.0, n_fit * (steps - 1) / 1000.0)
+    max_iter = settings["max_iter"]
+    epochs = _EPOCHS if max_iter is None else min(int(max_iter), _EPOCHS)
+    return start + epochs * epoch
+
+
 def estimate_seconds(name, settings, n_jobs=1):
     """Estimate roughly the wall time of an experiment (2 cores, 2026).
 
-    Calibrated on ``reproduce lorenz96 --runs 10`` (21 min 48 s with 2 jobs)
-    and, for the learned filter, on ``reproduce {lorenz96,kuramoto} --runs 2``
-    after the fused step (165 s and 120 s): StateMixFilter training about 2.6 s
-    per iteration for 5 series of 100 steps; a step of a known-model filter
-    about 2 ms plus 8 us per particle per series (the auxiliary filter twice
-    that), of the learned filter 0.5 ms plus 17 us per particle; the improved
-    auxiliary filter about 70 ms per step per series at N = 1000, growing as
-    N^2.
+    A rough guide to plan by, not a measurement: the sum over runs of the
+    StateMixFilter fits and every method's filtering, divided by the parallel
+    jobs. Early stopping, the experiment and the machine's load move it.
+
+    StateMixFilter: one fit per ``S`` and training size, each (time per epoch)
+    x (epochs) plus its start. Calibrated on Lorenz 96 with 50 series of 100
+    steps (45 to train on after the 10% validation split), ``window_length``
+    25, ``batch_size`` 10, N = 100: about 20 updates per epoch at roughly 0.25
+    s per update on an unloaded core, and a regression start of 30 to 60 s;
+    early stopping usually ended after 15 to 40 epochs, taken here as 25 (or
+    ``max_iter`` when smaller). An epoch is taken as proportional to the
+    training series (and to ``train_particles``); the start as proportional to
+    the state pairs up to 1,000 (the size of its minibatches) and constant
+    above, where its steps no longer grow.
+
+    Filtering, calibrated on ``reproduce lorenz96 --runs 10`` and ``reproduce
+    {lorenz96,kuramoto} --runs 2`` before the new training: a step of a
+    known-model filter about 2 ms plus 8 us per particle per series (the
+    auxiliary filter twice that), of the learned filter 0.5 ms plus 17 us per
+    particle; the improved auxiliary filter about 70 ms per step per series at
+    N = 1000, growing as N^2.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`EXPERIMENTS` (the estimate does not depend on it).
+    settings : dict
+        As built by :func:`run_experiment` (``n_train`` an int or a list).
+    n_jobs : int, default=1
+        Parallel runs.
+
+    Returns
+    -------
+    seconds : float
     """
-    steps = settings["n_steps"]
-    series_steps = settings["n_test"] * steps
-    fit = (
-        2.6
-        * settings["max_iter"]
-        * (settings["n_train"] * steps / 500.0)
-        * len(settings["n_components"])
-    )
+    sizes = _training_sizes(settings["n_train"])
+    n_components = len(settings["n_components"])
+    fit = n_components * sum(_fit_seconds(n_train, settings) for n_train in sizes)
+    series_steps = settings["n_test"] * settings["n_steps"]
     filtering = 0.0
     for n_particles in settings["n_particles"]:
         known = 0.002 + 8e-6 * n_particles
         learned = 0.0005 + 17e-6 * n_particles
         filtering += series_steps * (
             3 * known
-            + len(settings["n_components"]) * learned
+            + n_components * len(sizes) * learned
             + max(0.07 * (n_particles / 1000.0) ** 2, known)
         )
     filtering += series_steps * (0.002 + 8e-6 * settings["floor_particles"])
@@ -314,10 +425,10 @@ def run_experiment(
     runs=10,
     n_particles=(100, 1000),
     n_components=(3,),
-    n_train=5,
+    n_train=(5, 20, 50),
     n_test=5,
     n_steps=100,
-    max_iter=20,
+    max_iter=None,
     train_particles=100,
     floor_particles=10_000,
     n_jobs=None,
@@ -334,11 +445,16 @@ def run_experiment(
     n_particles : tuple of int, default=(100, 1000)
         The ``N`` every method filters with.
     n_components : tuple of int, default=(3,)
-        The ``S`` of StateMixFilter, one fit each.
-    n_train, n_test, n_steps : int, default=5, 5, 100
-        Training and test series per run, and their length.
-    max_iter : int, default=20
-        StateMixFilter's training iterations.
+        The ``S`` of StateMixFilter, one fit each (per training size).
+    n_train : int or tuple of int, default=(5, 20, 50)
+        Training series: one StateMixFilter fit per size, on the first
+        ``n_train`` of the run's ``max(n_train)`` training series (the learning
+        curve). The baselines and the floor do not use them.
+    n_test, n_steps : int, default=5, 100
+        Test series per run, and the length of every series.
+    max_iter : int, default=None
+        StateMixFilter's maximum number of epochs; None: the estimator's own
+        default (100, with early stopping on held-out training series).
     train_particles : int, default=100
         StateMixFilter's particles during training.
     floor_particles : int, default=10000
@@ -346,13 +462,15 @@ def run_experiment(
         joblib's ``n_jobs`` over runs (a joblib context may set the backend).
     seed : int, default=0
     verbose : int, default=0
-        joblib's progress messages.
+        joblib's progress messages; above 1, StateMixFilter's too (a line per
+        epoch) and a line per fit.
 
     Returns
     -------
     results : dict
-        ``experiment``, ``settings``, ``machine``, ``wall_seconds``, ``runs`` (per
-        run: ``rows``, and ``trajectory`` for the first) and ``summary``
+        ``experiment``, ``settings``, ``training`` (StateMixFilter's training
+        parameters, defaults included), ``machine``, ``wall_seconds``, ``runs``
+        (per run: ``rows``, and ``trajectory`` for the first) and ``summary``
         (:func:`summarize`); JSON-serialisable.
     """
     if name not in EXPERIMENTS:
@@ -363,24 +481,47 @@ def run_experiment(
         "runs": int(runs),
         "n_particles": [int(n) for n in n_particles],
         "n_components": [int(s) for s in n_components],
-        "n_train": int(n_train),
+        "n_train": _training_sizes(n_train),
         "n_test": int(n_test),
         "n_steps": int(n_steps),
-        "max_iter": int(max_iter),
+        "max_iter": None if max_iter is None else int(max_iter),
         "train_particles": int(train_particles),
         "floor_particles": int(floor_particles),
         "seed": int(seed),
     }
+    defaults = StateMixFilter(**_statemix_options(settings)).get_params()
+    training = {
+        key: defaults[key]
+        for key in (
+            "n_particles",
+            "hidden_layer_sizes",
+            "init_dynamics",
+            "max_iter",
+            "tol",
+            "learning_rate",
+            "window_length",
+            "batch_size",
+            "update",
+            "alpha",
+            "early_stopping",
+            "validation_fraction",
+            "n_iter_no_change",
+        )
+    }
+    training["hidden_layer_sizes"] = list(training["hidden_layer_sizes"])
     seeds = numpy.random.SeedSequence(seed).spawn(settings["runs"])
     start = time.perf_counter()
     per_run = joblib.Parallel(n_jobs=n_jobs, verbose=verbose)(
-        joblib.delayed(run_one)(name, child, settings, keep_trajectory=index == 0)
+        joblib.delayed(run_one)(
+            name, child, settings, keep_trajectory=index == 0, verbose=verbose
+        )
         for index, child in enumerate(seeds)
     )
     results = {
         "experiment": name,
         "description": EXPERIMENTS[name].description,
         "settings": settings,
+        "training": training,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
@@ -394,64 +535,88 @@ def run_experiment(
     return results
 
 
+def _mean_and_error(values):
+    """Return the mean and standard error of the non-missing values (or None)."""
+    values = numpy.array([value for value in values if value is not None], float)
+    if values.size == 0:
+        return None, None
+    error = values.std(ddof=1) / numpy.sqrt(values.size) if values.size > 1 else None
+    return float(values.mean()), None if error is None else float(error)
+
+
 def summarize(results):
-    """Aggregate the runs: one table row per method, ``S`` and ``N``.
+    """Aggregate the runs: one table row per method, ``S``, ``n_train`` and ``N``.
 
     Every ``N`` gets a block: observation-only, the three baselines,
-    StateMixFilter for each ``S`` and the floor (the rows without an ``N`` of
-    their own repeat in each block). Per row: MSE mean and standard error over
-    runs, improvement ``1 - MSE / MSE_ref`` over the improved auxiliary and the
-    bootstrap filters at that ``N``, headroom closed
-    ``(MSE_IAPF - MSE) / (MSE_IAPF - MSE_floor)``, log-likelihood per step, and
-    mean fit and filter seconds per run.
+    StateMixFilter for each ``S`` and ``n_train`` (largest first) and the floor
+    (the rows without an ``N`` of their own repeat in each block). Per row: MSE
+    and log-likelihood per step, each mean and standard error over runs;
+    improvement ``1 - MSE / MSE_ref`` over the improved auxiliary and the
+    bootstrap filters at that ``N``; headroom closed
+    ``(MSE_IAPF - MSE) / (MSE_IAPF - MSE_floor)``; mean epochs (StateMixFilter)
+    and mean fit and filter seconds per run. Results written before ``n_train``
+    became an axis (rows without it) are read as one training size.
     """
-    runs = results["runs"]
 
     def key(row):
-        return (row["method"], row["n_particles"], row["n_components"])
+        return (
+            row["method"],
+            row["n_particles"],
+            row["n_components"],
+            row.get("n_train"),
+        )
 
     collected = {}
-    for run in runs:
+    for run in results["runs"]:
         for row in run["rows"]:
             collected.setdefault(key(row), []).append(row)
 
     def mean_of(rows, field):
-        values = [row[field] for row in rows if row[field] is not None]
-        return float(numpy.mean(values)) if values else None
+        return _mean_and_error(row.get(field) for row in rows)[0]
 
     floor_key = next(k for k in collected if k[0].startswith("floor"))
     floor_mse = mean_of(collected[floor_key], "mse")
-    observation_key = ("observation-only", None, None)
+    observation_key = ("observation-only", None, None, None)
     summary = []
     for n_particles in results["settings"]["n_particles"]:
-        iapf = mean_of(collected[("improved auxiliary", n_particles, None)], "mse")
-        bootstrap = mean_of(collected[("bootstrap", n_particles, None)], "mse")
-        keys = [observation_key] + [
-            k for k in collected if k[1] == n_particles and not k[0].startswith("floor")
+        iapf = mean_of(
+            collected[("improved auxiliary", n_particles, None, None)], "mse"
+        )
+        bootstrap = mean_of(collected[("bootstrap", n_particles, None, None)], "mse")
+        baselines = [
+            k
+            for k in collected
+            if k[1] == n_particles and k[2] is None and not k[0].startswith("floor")
         ]
-        keys.append(floor_key)
+        learned = sorted(
+            (k for k in collected if k[1] == n_particles and k[2] is not None),
+            key=lambda k: (k[2], -(k[3] or 0)),
+        )
+        keys = [observation_key, *baselines, *learned, floor_key]
+        headroom = iapf - floor_mse
         for k in keys:
             rows = collected[k]
-            mse = numpy.array([row["mse"] for row in rows])
-            mean = float(mse.mean())
-            error = (
-                float(mse.std(ddof=1) / numpy.sqrt(mse.size)) if mse.size > 1 else None
+            mse, mse_error = _mean_and_error(row["mse"] for row in rows)
+            log_likelihood, log_likelihood_error = _mean_and_error(
+                row["log_likelihood"] for row in rows
             )
-            headroom = iapf - floor_mse
             summary.append(
                 {
                     "block": n_particles,
                     "method": k[0],
                     "n_particles": k[1],
                     "n_components": k[2],
-                    "mse": mean,
-                    "mse_standard_error": error,
-                    "improvement_over_iapf": 1.0 - mean / iapf,
-                    "improvement_over_bootstrap": 1.0 - mean / bootstrap,
-                    "headroom_closed": (iapf - mean) / headroom
+                    "n_train": k[3],
+                    "mse": mse,
+                    "mse_standard_error": mse_error,
+                    "improvement_over_iapf": 1.0 - mse / iapf,
+                    "improvement_over_bootstrap": 1.0 - mse / bootstrap,
+                    "headroom_closed": (iapf - mse) / headroom
                     if headroom > 0
                     else None,
-                    "log_likelihood": mean_of(rows, "log_likelihood"),
+                    "log_likelihood": log_likelihood,
+                    "log_likelihood_standard_error": log_likelihood_error,
+                    "n_iter": mean_of(rows, "n_iter"),
                     "fit_seconds": mean_of(rows, "fit_seconds"),
                     "filter_seconds": mean_of(rows, "filter_seconds"),
                 }
@@ -467,18 +632,46 @@ def _format(value, digits=3, percent=False):
     return f"{value:.{digits}f}"
 
 
+def _label(row, sizes):
+    """Name a summary row: StateMixFilter with its S and training size."""
+    if not row["n_components"]:
+        return row["method"]
+    n_train = row.get("n_train")
+    if n_train is None:
+        return f"{row['method']} (S = {row['n_components']})"
+    label = f"{row['method']} (S = {row['n_components']}, {n_train} series"
+    if len(sizes) > 1 and n_train == sizes[0]:
+        label += "; small-data case"
+    return label + ")"
+
+
+def _sizes_text(sizes):
+    """Say the training sizes in words, largest first."""
+    words = [str(n) for n in sorted(sizes, reverse=True)]
+    if len(words) > 1:
+        words = [", ".join(words[:-1]) + " and " + words[-1]]
+    return words[0] + " series"
+
+
 def format_tables(results):
-    """Return the summary as markdown, one table per ``N``."""
+    """Return the summary as markdown, one table per ``N``.
+
+    StateMixFilter has a row per ``S`` and training size, the largest size (the
+    headline) first; with several sizes the smallest is the small-data case.
+    The baselines, observation-only and the floor appear once per table.
+    """
     lines = []
     settings = results["settings"]
+    sizes = _training_sizes(settings["n_train"])
     for n_particles in settings["n_particles"]:
         lines += [
-            f"**N = {n_particles}** ({settings['runs']} runs; MSE mean and standard "
-            "error over runs)",
+            f"**N = {n_particles}** ({settings['runs']} runs; MSE and log-likelihood "
+            "per step: mean and standard error over runs; StateMixFilter trained on "
+            f"{_sizes_text(sizes)} of {settings['n_steps']} steps)",
             "",
-            "| method | S | N | MSE | s.e. | vs IAPF | vs bootstrap | headroom closed "
-            "| log-lik/step | fit s | filter s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| method | N | MSE | s.e. | vs IAPF | vs bootstrap | headroom closed "
+            "| log-lik/step | s.e. | epochs | fit s | filter s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in results["summary"]:
             if row["block"] != n_particles:
@@ -487,8 +680,7 @@ def format_tables(results):
                 "| "
                 + " | ".join(
                     [
-                        row["method"],
-                        _format(row["n_components"], 0) if row["n_components"] else "-",
+                        _label(row, sizes),
                         str(row["n_particles"] or "-"),
                         _format(row["mse"]),
                         _format(row["mse_standard_error"]),
@@ -496,6 +688,8 @@ def format_tables(results):
                         _format(row["improvement_over_bootstrap"], percent=True),
                         _format(row["headroom_closed"], 2),
                         _format(row["log_likelihood"], 2),
+                        _format(row.get("log_likelihood_standard_error"), 2),
+                        _format(row.get("n_iter"), 0),
                         _format(row["fit_seconds"], 1),
                         _format(row["filter_seconds"], 1),
                     ]
@@ -506,18 +700,120 @@ def format_tables(results):
     return "\n".join(lines)
 
 
-def plot_results(results, directory=None):
-    """Draw one test trajectory and the MSE bars.
+_BASELINE_COLOURS = {
+    "bootstrap": "tab:orange",
+    "auxiliary": "tab:green",
+    "improved auxiliary": "tab:red",
+}
+_LEARNED_COLOURS = ("tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:cyan")
+_LINE_STYLES = ("-", "--", ":", "-.")
 
-    Needs matplotlib (the ``plot`` extra).
+
+def _level(axis, row, field, colour, style, label):
+    """Draw a row's mean as a horizontal line, shaded one standard error around."""
+    value, error = row[field], row.get(f"{field}_standard_error")
+    if value is None:
+        return
+    axis.axhline(value, color=colour, ls=style, lw=1.2, label=label)
+    if error:
+        axis.axhspan(value - error, value + error, color=colour, alpha=0.12)
+
+
+def _plot_learning_curve(results, plt):
+    """Draw held-out MSE and log-likelihood per step against ``n_train``."""
+    summary = results["summary"]
+    learned = [
+        row
+        for row in summary
+        if row["method"] == "StateMixFilter" and row.get("n_train") is not None
+    ]
+    if not learned:
+        return None
+    sizes = sorted({row["n_train"] for row in learned})
+    blocks = results["settings"]["n_particles"]
+    components = sorted({row["n_components"] for row in learned})
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for axis, field in zip(axes, ("mse", "log_likelihood"), strict=True):
+        error_field = f"{field}_standard_error"
+        for index, block in enumerate(blocks):
+            style = _LINE_STYLES[index % len(_LINE_STYLES)]
+            rows = [row for row in summary if row["block"] == block]
+            for row in rows:
+                if row["method"] in _BASELINE_COLOURS:
+                    _level(
+                        axis,
+                        row,
+                        field,
+                        _BASELINE_COLOURS[row["method"]],
+                        style,
+                        f"{row['method']} (N = {block})",
+                    )
+            for number, n_components in enumerate(components):
+                curve = sorted(
+                    (
+                        row
+                        for row in learned
+                        if row["block"] == block and row["n_components"] == n_components
+                    ),
+                    key=lambda row: row["n_train"],
+                )
+                axis.errorbar(
+                    [row["n_train"] for row in curve],
+                    [row[field] for row in curve],
+                    yerr=[row.get(error_field) or 0.0 for row in curve],
+                    color=_LEARNED_COLOURS[number % len(_LEARNED_COLOURS)],
+                    ls=style,
+                    marker="o",
+                    capsize=3,
+                    lw=2,
+                    label=f"StateMixFilter S = {n_components} (N = {block})",
+                )
+        first = [row for row in summary if row["block"] == blocks[0]]
+        observation = next(r for r in first if r["method"] == "observation-only")
+        _level(axis, observation, field, "tab:gray", "-", "observation-only")
+        floor = next(r for r in first if r["method"].startswith("floor"))
+        label = f"{floor['method']}, N = {floor['n_particles']}"
+        _level(axis, floor, field, "black", "-", label)
+        axis.set_xscale("log")
+        axis.set_xticks(sizes, [str(n) for n in sizes])
+        axis.minorticks_off()
+        axis.set_xlabel(f"training series ({results['settings']['n_steps']} steps)")
+        if field == "mse":
+            axis.set_yscale("log")
+            axis.set_ylabel("held-out filtered-state MSE")
+            axis.set_title("held-out MSE (lower is better)")
+        else:
+            axis.set_ylabel("held-out log-likelihood per step")
+            axis.set_title("log-likelihood per step (higher is better)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
+    figure.suptitle(
+        f"{results['experiment']}: learning curve, mean and standard error over "
+        f"{results['settings']['runs']} runs"
+    )
+    n_rows = -(-len(labels) // 4)
+    figure.tight_layout(rect=(0, 0.045 * n_rows + 0.02, 1, 1))
+    return figure
+
+
+def plot_results(results, directory=None):
+    """Draw one test trajectory, the MSE bars and the learning curve.
+
+    Needs matplotlib (the ``plot`` extra). The learning curve plots
+    StateMixFilter's held-out MSE (left) and log-likelihood per step (right)
+    against the number of training series, one line per ``S`` and ``N`` (mean
+    and standard error over runs), with the bootstrap, auxiliary and improved
+    auxiliary filters at the same ``N``, observation-only (MSE only) and the
+    floor as horizontal lines (shaded: one standard error).
 
     Parameters
     ----------
     results : dict
         From :func:`run_experiment`.
     directory : path-like, default=None
-        Where to write ``trajectory.png`` and ``mse.png``; None keeps the figures
-        open instead (for scripts and the example gallery).
+        Where to write ``trajectory.png``, ``mse.png`` and ``learning_curve.png``;
+        None keeps the figures open instead (for scripts and the example
+        gallery).
 
     Returns
     -------
@@ -528,8 +824,9 @@ def plot_results(results, directory=None):
 
     outputs = []
 
-    def finish(figure, filename):
-        figure.tight_layout()
+    def finish(figure, filename, tight=True):
+        if tight:
+            figure.tight_layout()
         if directory is None:
             outputs.append(figure)
         else:
@@ -562,18 +859,20 @@ def plot_results(results, directory=None):
         axes[-1].set_xlabel("time step")
         figure.suptitle(f"{results['experiment']}: one test series (run 0)")
         finish(figure, "trajectory.png")
-    figure, axis = plt.subplots(figsize=(9, 4))
     labels, means, errors = [], [], []
     for row in results["summary"]:
         label = row["method"]
         if row["n_components"]:
             label += f" S={row['n_components']}"
+        if row.get("n_train") is not None:
+            label += f"\n{row['n_train']} series"
         label += f"\nN={row['n_particles']}" if row["n_particles"] else ""
         if label in labels:
             continue
         labels.append(label)
         means.append(row["mse"])
         errors.append(row["mse_standard_error"] or 0.0)
+    figure, axis = plt.subplots(figsize=(max(9.0, 0.55 * len(labels)), 4.5))
     axis.bar(range(len(labels)), means, yerr=errors, capsize=3)
     axis.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
     axis.set_ylabel("filtered-state MSE")
@@ -582,4 +881,7 @@ def plot_results(results, directory=None):
         f"{results['experiment']}: MSE over {results['settings']['runs']} runs"
     )
     finish(figure, "mse.png")
+    figure = _plot_learning_curve(results, plt)
+    if figure is not None:
+        finish(figure, "learning_curve.png", tight=False)
     return outputs
