@@ -40,6 +40,7 @@ __all__ = [
     "MixtureTransitionModel",
     "StateMixSpec",
     "apply_mixture_network",
+    "expand_components",
     "init_mixture_network",
     "locally_optimal_gain",
 ]
@@ -72,6 +73,60 @@ def init_mixture_network(head, n_inputs, hidden_layer_sizes, rng, linear=None):
 def apply_mixture_network(params, inputs):
     """Return ``mlp(params["layers"], inputs) + inputs @ params["linear"]``."""
     return apply_mlp(params["layers"], inputs) + np.dot(inputs, params["linear"])
+
+
+def expand_components(params, one_head, head, start):
+    """Turn a one-component mixture network into an ``S``-component one.
+
+    Every component of the result has the one component's mean increment and
+    scales (and, for full covariances, its off-diagonal factor), plus the small
+    differences of ``start``'s output layer and linear part (a fresh draw for
+    ``head``, see :func:`init_mixture_network`), so that the components start
+    nearly equal, with nearly equal weights, yet not identical (identical
+    components would receive identical gradients forever).
+
+    Parameters
+    ----------
+    params : dict
+        A network for ``one_head`` (``{"layers": ..., "linear": ...}``).
+    one_head : MixtureHead
+        With one component.
+    head : MixtureHead
+        The same but for ``head.n_components`` components.
+    start : dict
+        A network for ``head`` with the same hidden layers.
+
+    Returns
+    -------
+    params : dict
+        A network for ``head``: ``params``' hidden layers, and output layer and
+        linear part expanded.
+    """
+    S, d = head.n_components, head.n_dims
+    # Widths of each component's outputs, kind by kind: logit, increments, raw
+    # scales and (full) off-diagonal factor; the outputs list every component's
+    # block of one kind, then the next kind.
+    n_off = head.tril_embedding.shape[0] if head.covariance_type == "full" else 0
+    widths = [1, d, d] + ([n_off] if n_off else [])
+
+    def expand(one, many):
+        one, many = numpy.asarray(one, float), numpy.array(many, dtype=float)
+        first_one = first_many = 0
+        for kind, width in enumerate(widths):
+            block = one[..., first_one : first_one + width]
+            if kind > 0:  # the logits keep start's: equal weights
+                for k in range(S):
+                    start_column = first_many + k * width
+                    many[..., start_column : start_column + width] += block
+            first_one += width
+            first_many += S * width
+        return many
+
+    W, b = params["layers"][-1]
+    W_start, b_start = start["layers"][-1]
+    layers = [tuple(numpy.array(a) for a in layer) for layer in params["layers"][:-1]]
+    layers.append((expand(W, W_start), expand(b, b_start)))
+    return {"layers": layers, "linear": expand(params["linear"], start["linear"])}
 
 
 def _unpack(params):

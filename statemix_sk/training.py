@@ -1,24 +1,37 @@
-"""Training StateMixNN: objective, observation batching, Adam, alternation, restarts.
+"""Training StateMixNN: minibatches of windows, validation, Adam, restarts.
 
 The objective is the particle filter's log-likelihood estimate per observed time
-step, averaged over the training series, differentiated through the filter
-(:mod:`statemix_sk.filtering`). Training follows the method notes (section 3):
+step, differentiated through the filter (:mod:`statemix_sk.filtering`). Training
+follows the method notes (section 3), in the form that scales with the data:
 
-- **Alternation.** One *iteration* is ``n_transition_steps`` Adam steps on the
-  transition network (the proposal fixed), then ``n_proposal_steps`` on the proposal
-  network (the transition fixed), each with its own Adam state.
-- **Observation batching.** Windows ``y_1:L`` of growing length ``L`` come first,
-  each for a number of iterations, because the likelihood of a long series
-  concentrates and a random start cannot make progress on it; training then goes
-  on over the whole series until ``tol`` or ``max_iter``.
-- Fresh particles (a new seed) at every Adam step; every ``eval_every`` iterations
-  the objective is evaluated with one fixed seed, after each phase, and recorded;
-  so is the start, on the whole series. The run returns the parameters of the
-  best evaluation on the whole series (the start included).
-- A step whose value or gradient is not finite stops the run; the parameters of
-  the last finite evaluation are kept and the run is marked as diverged.
-- Gradients are clipped to a norm of ``max_gradient_norm`` (50): a single unlucky
-  particle draw then cannot throw the networks far.
+- **Windows with carried clouds.** Each training series is cut into windows of
+  ``window_length`` steps. An update filters a minibatch of ``batch_size``
+  windows, each started from the particle cloud (particles and log-weights) that
+  the previous window of its series left one update earlier for that series (a
+  constant: no gradient flows into it), or from the initial distribution for a
+  series' first window; so the cost of an update does not grow with the number or
+  length of the series, and a short window keeps the likelihood from
+  concentrating (the role the growing windows of "observation batching" had).
+  An *epoch* filters every window of every series once: in round ``r`` series
+  ``s`` processes its window ``(r + o_s) mod n_windows_s``, with offsets ``o_s``
+  drawn once (an initial pass with no gradient leaves the clouds where each
+  series starts), so that a minibatch mixes positions in the series.
+- **Updates.** ``update="joint"``: one Adam step on both networks per minibatch;
+  ``"alternating"`` (the paper's scheme): cycles of ``n_transition_steps``
+  updates of the transition (the proposal fixed), then ``n_proposal_steps`` of
+  the proposal, each network with its own Adam state. Fresh particles at every
+  update. Gradients are clipped to a norm of ``max_gradient_norm`` (50).
+- **Validation and early stopping.** After every epoch the held-out data
+  (:class:`Validation`) are filtered with one fixed seed; the parameters of the
+  best score are kept (the start included), and training stops when the score
+  has not improved by ``tol`` for ``n_iter_no_change`` epochs. Without held-out
+  data the epoch's training score decides when to stop and the last parameters
+  are kept.
+- A non-finite value or gradient stops the run; its best (or last) finite
+  parameters are kept and it is marked as diverged.
+
+:func:`fit_transition_to_states` fits the transition network alone to state
+sequences (the regression start of ``init_dynamics="regression"``).
 
 Restarts (:func:`fit_restarts`) are independent runs, one per ``SeedSequence``
 child, executed through joblib with BLAS limited to one thread in each, so the
@@ -52,6 +65,7 @@ __all__ = [
     "count_observed_steps",
     "fit_restarts",
     "fit_transition_to_states",
+    "held_out_log_likelihood",
     "mean_log_likelihood",
     "series_lengths",
     "take_windows",
@@ -251,6 +265,25 @@ def validation_log_likelihood(params, spec, validation, settings, seed):
     score : float
     """
     model, proposal = spec.build(params)
+    return held_out_log_likelihood(model, proposal, validation, settings, seed)
+
+
+def held_out_log_likelihood(model, proposal, validation, settings, seed):
+    """Return a filter's fixed-seed log-likelihood per observed held-out step.
+
+    Parameters
+    ----------
+    model : state-space model
+    proposal : proposal or None
+        None: the bootstrap filter (the transition proposes).
+    validation : Validation
+    settings : TrainingSettings
+    seed : int
+
+    Returns
+    -------
+    score : float
+    """
     result = particle_filter(
         validation.Y,
         model,

@@ -9,7 +9,7 @@ because every task's randomness comes from its own seed and BLAS runs on one
 thread inside each task (so the order of floating-point sums cannot change).
 
 The estimator is tiny (one component, four hidden units, eight particles, two
-iterations): the test checks where the work runs and that it gives the same
+epochs): the test checks where the work runs and that it gives the same
 numbers, not what is learned. It needs the ``distributed`` extra and skips, saying
 so, without it; CI installs it.
 """
@@ -37,16 +37,14 @@ TINY = dict(
     hidden_layer_sizes=(4,),
     n_particles=8,
     max_iter=2,
-    eval_every=1,
-    n_transition_steps=1,
-    n_proposal_steps=1,
-    # The linear start (an EM fit) takes half of a tiny fit's time and is the same
-    # on every backend: a random walk keeps the test fast.
+    # The linear and regression starts (an EM fit, then a network fitted to its
+    # smoothed states) take most of a tiny fit's time and are the same on every
+    # backend: a random walk keeps the test fast.
     init_dynamics="random_walk",
     random_state=0,
 )
 
-# Two iterations never converge and eight particles may collapse: those warnings
+# Two epochs never converge and eight particles may collapse: those warnings
 # say nothing about where the work ran.
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),

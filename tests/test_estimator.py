@@ -35,6 +35,10 @@ TINY = dict(
     max_iter=2,
     window_length=10,
     batch_size=2,
+    # The regression start costs about a second per fit: scikit-learn's checks
+    # run it (the default, below), the other tests start linear unless they test
+    # the start.
+    init_dynamics="linear",
     random_state=0,
 )
 
@@ -123,7 +127,9 @@ _STRICT = (
 
 @ignore_convergence
 @parametrize_with_checks(
-    [tiny(max_iter=1)], expected_failed_checks=_expected_failed_checks, **_STRICT
+    [tiny(max_iter=1, init_dynamics="regression")],
+    expected_failed_checks=_expected_failed_checks,
+    **_STRICT,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -589,10 +595,14 @@ def test_a_pipeline_with_a_scaler(data):
 def test_verbose_prints_one_line_per_evaluation(data, capsys):
     model = fit(tiny(verbose=1), data)
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(model.history_) == 1 + 2 * model.n_iter_
+    # One line per epoch, the start included: epoch, updates, training and
+    # validation log-likelihood per step, seconds.
+    assert len(lines) == len(model.history_) == 1 + model.n_iter_
     for line, entry in zip(lines, model.history_, strict=True):
-        assert "iteration" in line and "window" in line and entry.phase in line
-        assert f"{entry.log_likelihood:.4f}" in line
+        assert line.startswith(f"epoch {entry.epoch:4d}  updates {entry.n_updates:6d}")
+        assert f"training {entry.train_log_likelihood:9.4f}" in line
+        assert f"validation {entry.validation_log_likelihood:9.4f}" in line
+        assert line.endswith(f"({entry.seconds:.1f} s)")
 
 
 def test_verbose_zero_prints_nothing(data, capsys):
@@ -674,3 +684,108 @@ def test_sample_shapes_and_determinism(fitted):
     np.testing.assert_array_equal(first[1], second[1])
     other = fitted.sample(10, 2, random_state=6)
     assert not np.array_equal(first[0], other[0])
+
+
+# ------------------------------------------------------------------------------------
+# Validation, early stopping, the start and the proposal choice
+# ------------------------------------------------------------------------------------
+
+
+def _recording_train(monkeypatch):
+    """Record the training and held-out data that each restart trains on."""
+    import statemix_sk.training as training
+
+    calls = []
+    original = training.train
+
+    def recording(params, spec, Y, settings, rng, eval_seed, validation=None):
+        calls.append((Y.copy(), validation))
+        return original(params, spec, Y, settings, rng, eval_seed, validation)
+
+    monkeypatch.setattr(training, "train", recording)
+    return calls
+
+
+@ignore_convergence
+def test_early_stopping_holds_out_whole_series(data, monkeypatch):
+    calls = _recording_train(monkeypatch)
+    model = tiny(validation_fraction=0.5).fit(data)
+    ((Y_train, validation),) = calls
+    # Half of 4 series held out, 2 trained on; together they are the data.
+    assert Y_train.shape[0] == 2 and validation.Y.shape[0] == 2
+    assert validation.first_step == 0
+    rows = {tuple(one[0]) for one in np.concatenate([Y_train, validation.Y])}
+    assert rows == {tuple(one[0]) for one in data}
+    assert model.best_validation_score_ is not None
+    # The score of all the data given to fit.
+    assert model.score(data) == pytest.approx(model.log_likelihood_, rel=1e-10)
+
+
+@ignore_convergence
+def test_one_series_holds_out_its_last_windows(data, monkeypatch):
+    calls = _recording_train(monkeypatch)
+    series = np.concatenate([data[0], data[1]])  # 40 steps: 4 windows of 10
+    tiny(validation_fraction=0.3).fit(series)
+    ((Y_train, validation),) = calls
+    # ceil(0.3 * 4) = 2 windows held out: trained on the first 20 steps, scored
+    # on the last 20 of the whole series, which is filtered from its start.
+    np.testing.assert_array_equal(Y_train[0], series[:20])
+    np.testing.assert_array_equal(validation.Y[0], series)
+    assert validation.first_step == 20
+
+
+@ignore_convergence
+@pytest.mark.parametrize("early_stopping", [False, "auto"])
+def test_without_data_to_hold_out_training_uses_everything(
+    data, monkeypatch, early_stopping
+):
+    calls = _recording_train(monkeypatch)
+    # One series of 10 steps is one window: nothing can be held out ("auto"), or
+    # nothing is to be held out (False).
+    Y = data[0, :10] if early_stopping == "auto" else data
+    model = tiny(early_stopping=early_stopping).fit(Y)
+    ((Y_train, validation),) = calls
+    assert validation is None
+    assert Y_train.shape[0] == (1 if Y.ndim == 2 else len(Y))
+    assert model.best_validation_score_ is None and model.validation_scores_ is None
+    assert all(np.isnan(entry.validation_log_likelihood) for entry in model.history_)
+
+
+def test_early_stopping_true_without_data_to_hold_out_is_an_error(data):
+    with pytest.raises(ValueError, match="early_stopping=True"):
+        tiny(early_stopping=True).fit(data[0, :10])
+
+
+@ignore_convergence
+def test_the_regression_start_is_kept_only_if_it_beats_the_linear_one(
+    data, monkeypatch
+):
+    scripted = iter([0.0, 1.0, 1.0, 0.0])
+    monkeypatch.setattr(StateMixFilter, "_start_score", lambda *args: next(scripted))
+    assert tiny(init_dynamics="regression").fit(data).start_ == "regression"
+    assert tiny(init_dynamics="regression").fit(data).start_ == "linear"
+    assert tiny(init_dynamics="linear").fit(data).start_ == "linear"
+    assert tiny(init_dynamics="random_walk").fit(data).start_ == "random_walk"
+
+
+@ignore_convergence
+def test_use_proposal_chooses_the_better_filter_on_held_out_data(data, monkeypatch):
+    from statemix_sk.filtering import BootstrapProposal
+    from statemix_sk.learned import MixtureProposal
+
+    assert isinstance(tiny(use_proposal=False).fit(data).proposal_, BootstrapProposal)
+    model = tiny(use_proposal=True).fit(data)
+    assert isinstance(model.proposal_, MixtureProposal) and model.uses_proposal_
+    # "auto": the learned proposal's held-out score first, the transition's next.
+    for scores, expected in [((0.0, 1.0), False), ((1.0, 0.0), True)]:
+        scripted = iter(scores)
+        monkeypatch.setattr(
+            estimator_module,
+            "held_out_log_likelihood",
+            lambda *a, scripted=scripted: next(scripted),
+        )
+        model = tiny().fit(data)
+        assert model.uses_proposal_ is expected
+        assert isinstance(model.proposal_, MixtureProposal) is expected
+        # score() filters with the chosen proposal, as fit's log_likelihood_ did.
+        assert model.score(data) == pytest.approx(model.log_likelihood_, rel=1e-10)

@@ -56,9 +56,9 @@ TINY = dict(
     hidden_layer_sizes=(4,),
     max_iter=1,
     n_particles=8,
-    n_transition_steps=1,
-    n_proposal_steps=1,
-    eval_every=1,
+    # The regression start (a network fitted to smoothed states, about a second)
+    # is checked in test_estimator.py and test_training.py; here the inputs are.
+    init_dynamics="linear",
     random_state=0,
 )
 KNOWN_MODEL_FILTERS = [
@@ -77,7 +77,7 @@ def tiny(**overrides):
 
 
 def fit_quietly(estimator, Y):
-    """Fit, ignoring the ConvergenceWarning of a one-iteration fit (and only it)."""
+    """Fit, ignoring the ConvergenceWarning of a one-epoch fit (and only it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return estimator.fit(Y)
@@ -428,22 +428,26 @@ def _bad_layers(draw):
     return tuple(sizes)
 
 
-@st.composite
-def _bad_window(draw):
-    window = draw(
-        st.one_of(
-            st.integers(-5, 1),
-            st.floats(max_value=0.0),
-            st.floats(min_value=1.0001, max_value=50.0).filter(
-                lambda value: value != int(value)
-            ),
-        )
+_not_a_string = st.one_of(st.none(), st.integers(), st.floats(), st.just(True))
+
+
+def _bad_name(*valid):
+    """Strings other than the ``valid`` names (a capital, a typo), or no string."""
+    return st.one_of(
+        st.text(max_size=12).filter(lambda text: text not in valid),
+        st.sampled_from([name.upper() for name in valid] + [valid[0] + " "]),
+        _not_a_string,
     )
-    n_iterations = draw(st.one_of(st.integers(0, 3), st.floats(0.0, 1.0)))
-    entry = (window, n_iterations)
-    if draw(st.booleans()):
-        entry = (0.5, draw(st.one_of(st.integers(max_value=-1), st.floats(1.0001))))
-    return [entry]
+
+
+_bad_boolean = st.one_of(
+    st.text(max_size=6).filter(lambda text: text != "auto"),
+    st.sampled_from(["Auto", "True", "false"]),
+    # Neither 0 and 1 nor None stand for a boolean in scikit-learn's constraints.
+    st.integers(),
+    st.floats(),
+    st.none(),
+)
 
 
 BAD_PARAMETERS = {
@@ -451,7 +455,9 @@ BAD_PARAMETERS = {
     "n_particles": _bad_integer(1),
     "max_iter": _bad_integer(1),
     "n_init": _bad_integer(1),
-    "eval_every": _bad_integer(1),
+    "window_length": _bad_integer(2),
+    "batch_size": _bad_integer(1),
+    "n_iter_no_change": _bad_integer(1),
     "n_transition_steps": _bad_integer(0),
     "n_proposal_steps": _bad_integer(0),
     "tol": st.one_of(st.floats(max_value=-1e-12), st.just(np.nan)),
@@ -463,7 +469,15 @@ BAD_PARAMETERS = {
     "initial_state_scale": _bad_scales(),
     "initial_state_mean": _bad_mean(),
     "hidden_layer_sizes": _bad_layers(),
-    "window_schedule": _bad_window(),
+    "alpha": st.one_of(st.floats(max_value=-1e-12), st.sampled_from([np.nan, np.inf])),
+    "validation_fraction": st.one_of(
+        st.floats(max_value=0.0),
+        st.floats(min_value=1.0),
+        st.sampled_from([np.nan, "0.1"]),
+    ),
+    "update": _bad_name("joint", "alternating"),
+    "init_dynamics": _bad_name("regression", "linear", "random_walk"),
+    "early_stopping": _bad_boolean,
 }
 
 
@@ -476,6 +490,32 @@ def test_bad_parameters_of_statemixfilter_raise_naming_the_parameter(
     value = example.draw(BAD_PARAMETERS[name])
     record(name, value)
     raises_naming(lambda: tiny(**{name: value}).fit(data[0]), name)
+
+
+def test_early_stopping_without_data_to_hold_out(data):
+    """One series of 10 steps is a single window of the default 25 steps: nothing
+    can be held out. ``early_stopping=True`` is then an error naming it (and the
+    estimator stays unfitted); ``"auto"`` trains on all of it, without validation
+    and without any warning but the ConvergenceWarning of a one-epoch fit. With
+    windows of 5 steps the same series holds out its last window."""
+    series = data[0][0]
+    for Y in (series, [series]):
+        record("early_stopping without data to hold out", Y)
+        estimator = tiny(early_stopping=True)
+        raises_naming(lambda: estimator.fit(Y), "early_stopping", "hold out")  # noqa: B023
+        assert not hasattr(estimator, "n_features_in_")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator = tiny(early_stopping="auto").fit(series)
+    assert [warning.category for warning in caught] == [ConvergenceWarning]
+    assert estimator.best_validation_score_ is None
+    assert estimator.validation_scores_ is None
+    validation = [entry.validation_log_likelihood for entry in estimator.history_]
+    assert np.all(np.isnan(validation))
+    assert np.isfinite(estimator.log_likelihood_)
+    held_out = fit_quietly(tiny(early_stopping=True, window_length=5), series)
+    assert np.isfinite(held_out.best_validation_score_)
+    assert len(held_out.validation_scores_) == len(held_out.history_)
 
 
 @given(
@@ -972,7 +1012,8 @@ def test_unpickling_under_another_statemix_version_warns(name, fitted, monkeypat
 def test_an_interrupt_deep_in_training_leaves_the_previous_fit(
     data, fitted, monkeypatch
 ):
-    """Interrupted in its third filter run (inside the Adam steps, with warm
+    """Interrupted in its third filter run (the first Adam update, after the
+    start's pass over the training windows and its validation score; with warm
     start), the refit re-raises and leaves every attribute as it was."""
     model = pickle.loads(pickle.dumps(fitted["StateMixFilter"]))
     model.set_params(warm_start=True)
