@@ -26,11 +26,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 from statemix_sk import BootstrapFilter, StateMixFilter, make_kuramoto
 
-# tiny: seconds (CI); small: about a minute; full: the default training budget.
+# tiny: seconds (CI); small: about a minute; full: the default training budget of
+# at most 100 epochs, with early stopping.
 SIZE = os.environ.get("STATEMIX_EXAMPLES_SIZE", "small")
 N_STEPS = {"tiny": 30, "small": 100, "full": 100}[SIZE]
-N_TRAIN = {"tiny": 2, "small": 5, "full": 5}[SIZE]
-MAX_ITER = {"tiny": 2, "small": 10, "full": 60}[SIZE]
+N_TRAIN = {"tiny": 4, "small": 5, "full": 5}[SIZE]
+MAX_ITER = {"tiny": 2, "small": 10, "full": 100}[SIZE]
 HIDDEN_LAYER_SIZES = {"tiny": (8,), "small": (32, 32), "full": (32, 32)}[SIZE]
 TRAIN_PARTICLES = 100
 FILTER_PARTICLES = 500  # more particles after training are cheap
@@ -39,7 +40,7 @@ SEED = 0
 
 print(
     f"Size {SIZE!r}: {N_TRAIN} training series of {N_STEPS} steps, "
-    f"{MAX_ITER} iterations."
+    f"at most {MAX_ITER} epochs."
 )
 
 Y, X, model = make_kuramoto(N_STEPS, n_sequences=N_TRAIN + 1, random_state=SEED)

@@ -24,11 +24,12 @@ from sklearn.exceptions import ConvergenceWarning
 from statemix_sk import StateMixFilter, make_lorenz96
 
 # tiny: seconds (CI); small: about a minute on two cores; full: the estimator's
-# default training budget (several minutes).
+# default training budget of at most 100 epochs, with early stopping (longer). One
+# of the training series is held out for early stopping.
 SIZE = os.environ.get("STATEMIX_EXAMPLES_SIZE", "small")
 N_STEPS = {"tiny": 30, "small": 100, "full": 100}[SIZE]
-N_TRAIN = {"tiny": 2, "small": 5, "full": 5}[SIZE]
-MAX_ITER = {"tiny": 2, "small": 10, "full": 60}[SIZE]
+N_TRAIN = {"tiny": 4, "small": 5, "full": 5}[SIZE]
+MAX_ITER = {"tiny": 2, "small": 10, "full": 100}[SIZE]
 HIDDEN_LAYER_SIZES = {"tiny": (8,), "small": (32, 32), "full": (32, 32)}[SIZE]
 N_PARTICLES = 100
 SHOWN_STATES = (0, 1, 2)
@@ -36,7 +37,7 @@ SEED = 0
 
 print(
     f"Size {SIZE!r}: {N_TRAIN} training series of {N_STEPS} steps, "
-    f"{MAX_ITER} iterations."
+    f"at most {MAX_ITER} epochs."
 )
 
 # Observations Y, true states X and the true model; the last series is held out.
@@ -52,11 +53,14 @@ estimator = StateMixFilter(
     random_state=SEED,
 )
 with warnings.catch_warnings():
-    # A short training budget ends at max_iter before the log-likelihood settles;
-    # the estimator says so with a ConvergenceWarning, expected here.
+    # A short training budget ends at max_iter before the validation score
+    # settles; the estimator says so with a ConvergenceWarning, expected here.
     warnings.simplefilter("ignore", ConvergenceWarning)
     estimator.fit(Y_train)
-print(f"Trained {estimator.n_iter_} iterations; converged: {estimator.converged_}.")
+print(
+    f"Trained {estimator.n_iter_} epochs ({estimator.n_updates_} updates); "
+    f"converged: {estimator.converged_}."
+)
 
 # %%
 # Filter the held-out series

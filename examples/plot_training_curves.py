@@ -1,21 +1,28 @@
 """
-Training curves: the log-likelihood per iteration, by window and phase
-======================================================================
+Training curves: training and validation log-likelihood per epoch
+=================================================================
 
-:class:`~statemix_sk.estimator.StateMixFilter` trains in *iterations*: a few Adam
-steps on the transition network with the proposal fixed, then a few on the
-proposal with the transition fixed (the two *phases*). It starts on short windows
-of the series (the first 10%, 25% and 50% of the steps) and only then trains on the
-whole series (*observation batching*): on a long series the likelihood of a random
-start is so concentrated that the gradient says little, while a short window lets
-the networks find the right region first.
+:class:`~statemix_sk.estimator.StateMixFilter` trains in *epochs*. Every series is
+cut into *windows* of ``window_length`` steps, and one Adam update filters a
+minibatch of ``batch_size`` windows and differentiates the filter's log-likelihood
+per observed step on them. Each window starts from the particle cloud that the
+previous window of its series left (a *carried* cloud: a constant, no gradient
+flows back through it), so consecutive windows together still filter the whole
+series, while an update costs the same whatever the number and length of the
+series; and a short window keeps the gradient informative where the likelihood of
+a long series is too concentrated for it. An epoch is one pass over every window of
+every training series.
 
-Every ``eval_every`` iterations, after each phase, the log-likelihood per step is
-evaluated with one fixed seed on the current window and recorded in
-``history_``. Values on different windows are not comparable (a short window
-starts from the initial distribution, whose uncertainty weighs more per step), so
-the curves are coloured by window; the markers tell the phase apart. The point at
-iteration 0 is the start, evaluated on the whole series.
+With two series or more, ``early_stopping="auto"`` holds out
+``validation_fraction`` of them (here one). After every epoch the held-out series
+are filtered with one fixed seed and scored; training stops when that score has not
+improved by ``tol`` for ``n_iter_no_change`` epochs (or at ``max_iter`` epochs),
+and the parameters of the best validation score are kept, the start (epoch 0)
+included. The two curves are not on one footing: the training value of an epoch is
+the average over its updates, each with fresh particles and with the parameters of
+that moment, on windows started from carried clouds; the validation value is one
+fixed-seed filter of the held-out series from their first step, with the parameters
+at the end of the epoch. The validation curve decides what is kept.
 """
 
 import os
@@ -23,103 +30,87 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn.exceptions import ConvergenceWarning
 
 from statemix_sk import StateMixFilter, make_lorenz96
 
-# tiny: seconds (CI); small: about a minute; full: the default budget of 60
-# iterations (several minutes).
+# tiny: seconds (CI); small: about a minute on two cores; full: 50 series (45 to
+# train, 5 held out) and the default budget of at most 100 epochs, with early
+# stopping (much longer).
 SIZE = os.environ.get("STATEMIX_EXAMPLES_SIZE", "small")
-N_STEPS = {"tiny": 30, "small": 60, "full": 100}[SIZE]
-N_TRAIN = {"tiny": 2, "small": 4, "full": 5}[SIZE]
-MAX_ITER = {"tiny": 4, "small": 16, "full": 60}[SIZE]
+N_STEPS = {"tiny": 30, "small": 100, "full": 100}[SIZE]
+N_SERIES = {"tiny": 4, "small": 5, "full": 50}[SIZE]
+MAX_ITER = {"tiny": 4, "small": 20, "full": 100}[SIZE]
 HIDDEN_LAYER_SIZES = {"tiny": (8,), "small": (32, 32), "full": (32, 32)}[SIZE]
 SEED = 0
 
 print(
-    f"Size {SIZE!r}: {N_TRAIN} training series of {N_STEPS} steps, "
-    f"{MAX_ITER} iterations."
+    f"Size {SIZE!r}: {N_SERIES} series of {N_STEPS} steps (some held out), "
+    f"at most {MAX_ITER} epochs."
 )
 
-Y, X, model = make_lorenz96(N_STEPS, n_sequences=N_TRAIN, random_state=SEED)
+Y, X, model = make_lorenz96(N_STEPS, n_sequences=N_SERIES, random_state=SEED)
 estimator = StateMixFilter(
     n_components=3,
     hidden_layer_sizes=HIDDEN_LAYER_SIZES,
     observation_noise=0.5,
     max_iter=MAX_ITER,
-    eval_every=1,  # record every iteration (costs one extra filter pass per phase)
     random_state=SEED,
 )
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", ConvergenceWarning)
     estimator.fit(Y)
 print(
-    f"n_iter_ = {estimator.n_iter_}, converged_ = {estimator.converged_}, "
-    f"{len(caught)} ConvergenceWarning"
+    f"n_iter_ = {estimator.n_iter_} epochs, n_updates_ = {estimator.n_updates_}, "
+    f"converged_ = {estimator.converged_}, {len(caught)} ConvergenceWarning"
 )
 print(
-    f"Kept parameters: log-likelihood per step {estimator.log_likelihood_:.3f} "
-    "on all the training data"
+    "Kept parameters: validation log-likelihood per step "
+    f"{estimator.best_validation_score_:.3f}; on all the data given to fit "
+    f"{estimator.log_likelihood_:.3f}"
 )
 
 # %%
 # The history
 # -----------
-# Each entry of ``history_`` is an ``Evaluation`` named tuple: iteration, window,
-# phase, log-likelihood per step and seconds since the start.
+# Each entry of ``history_`` is an ``Evaluation`` named tuple: the epoch (0: the
+# start), the Adam updates so far, the training and the validation log-likelihood
+# per step, and the seconds since the start.
 for entry in estimator.history_[:6]:
     print(entry)
 
 # %%
 # Plot it
 # -------
+# The kept epoch is the one of the best validation score (``validation_scores_``
+# holds the same values as the history's validation column).
 history = estimator.history_
-windows = sorted({entry.window for entry in history})
-colours = dict(
-    zip(windows, plt.cm.viridis(np.linspace(0, 0.9, len(windows))), strict=True)
-)
-markers = {"start": "*", "transition": "o", "proposal": "s"}
+epochs = np.array([entry.epoch for entry in history])
+train = np.array([entry.train_log_likelihood for entry in history])
+validation = np.array([entry.validation_log_likelihood for entry in history])
+kept = int(np.argmax(validation))
+print(f"Kept epoch: {epochs[kept]} of {epochs[-1]}")
+if kept == 0:
+    print("No epoch beat the start on the held-out series: the start is kept.")
 
 figure, axis = plt.subplots(figsize=(9, 4.5))
-for window in windows:
-    entries = [entry for entry in history if entry.window == window]
-    axis.plot(
-        [entry.iteration for entry in entries],
-        [entry.log_likelihood for entry in entries],
-        color=colours[window],
-        lw=1,
-        alpha=0.6,
-    )
-    for phase, marker in markers.items():
-        chosen = [entry for entry in entries if entry.phase == phase]
-        axis.scatter(
-            [entry.iteration for entry in chosen],
-            [entry.log_likelihood for entry in chosen],
-            color=colours[window],
-            marker=marker,
-            s=80 if phase == "start" else 30,
-        )
-# Legends: one for the windows (colours), one for the phases (markers).
-window_handles = [
-    plt.Line2D([], [], color=colours[w], lw=3, label=f"window of {w} steps")
-    for w in windows
-]
-phase_handles = [
-    plt.Line2D(
-        [],
-        [],
-        color="gray",
-        marker=m,
-        ls="",
-        label=f"after {p}" if p != "start" else "start (whole series)",
-    )
-    for p, m in markers.items()
-]
-first = axis.legend(handles=window_handles, loc="lower right", fontsize=8)
-axis.add_artist(first)
-axis.legend(handles=phase_handles, loc="lower center", fontsize=8)
-axis.set_xlabel("iteration")
-axis.set_ylabel("log-likelihood per step (fixed seed)")
+axis.plot(epochs, train, marker="o", ms=4, color="tab:blue", label="training")
+axis.plot(epochs, validation, marker="s", ms=4, color="tab:orange", label="validation")
+axis.axvline(epochs[kept], color="tab:green", ls="--", lw=1)
+axis.scatter(
+    [epochs[kept]],
+    [validation[kept]],
+    marker="*",
+    s=200,
+    color="tab:green",
+    zorder=3,
+    label=f"kept (epoch {epochs[kept]})",
+)
+axis.set_xlabel("epoch (0: the start)")
+axis.set_ylabel("log-likelihood per observed step")
 axis.set_title("StateMixFilter training on Lorenz 96")
+axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+axis.legend(loc="best", fontsize=8)
 figure.tight_layout()
 plt.show()
