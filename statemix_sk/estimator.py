@@ -1018,10 +1018,17 @@ default="systematic"
             held = sorted(order[:n_held])
             kept = sorted(order[n_held:])
             held_out = [series[i] for i in held]
-            return [series[i] for i in kept], Validation(_pad(held_out)), held_out
+            training = [series[i] for i in kept]
+
+            def observed(sequences):
+                return any(numpy.any(~numpy.isnan(one)) for one in sequences)
+
+            # Both parts need an observation to learn from and to score.
+            if observed(held_out) and observed(training):
+                return training, Validation(_pad(held_out)), held_out
         n_steps = len(series[0])
         n_windows = -(-n_steps // self.window_length)
-        if n_windows >= 2:
+        if n_series == 1 and n_windows >= 2:
             n_held = min(
                 int(numpy.ceil(self.validation_fraction * n_windows)), n_windows - 1
             )
@@ -1037,8 +1044,9 @@ default="systematic"
                 )
         if self.early_stopping is True:
             raise ValueError(
-                "early_stopping=True needs data to hold out: two series or more, or "
-                f"one series of at least two windows (window_length="
+                "early_stopping=True needs data to hold out: two series or more "
+                "with observations among both the held-out and the training "
+                "series, or one series of at least two windows (window_length="
                 f"{self.window_length}) with observations in both parts; got "
                 f"{n_series} series of {n_steps} steps. Use early_stopping='auto' "
                 "or False to train on all the data."

@@ -300,10 +300,15 @@ def held_out_log_likelihood(model, proposal, validation, settings, seed):
 
 
 def series_lengths(Y):
-    """Return each series' length: up to its last row with an observed entry."""
+    """Return each series' length: up to its last row with an observed entry.
+
+    A series with no observed entry has length 1.
+    """
     observed = ~numpy.all(numpy.isnan(Y), axis=-1)
     last = observed.shape[1] - numpy.argmax(observed[:, ::-1], axis=1)
-    return numpy.where(observed.any(axis=1), last, 0)
+    # A series with no observation at all keeps one (missing) step: its window
+    # then contributes nothing, instead of being a window of no steps.
+    return numpy.where(observed.any(axis=1), last, 1)
 
 
 class WindowBatch(NamedTuple):
@@ -559,6 +564,15 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
                 )
                 group = cycle[n_updates % len(cycle)]
                 seed_rng = numpy.random.default_rng(int(rng.integers(2**63)))
+                if count_observed_steps(batch.Y) == 0:
+                    # Nothing observed in these windows: no gradient, but their
+                    # clouds move on to where the next windows start.
+                    _, _, final = window_log_likelihood(
+                        as_params(vectors), spec, batch, clouds, settings, seed_rng
+                    )
+                    for row, index in enumerate(series):
+                        clouds[index] = (final[0][row], final[1][row])
+                    continue
                 value, gradient = gradient_of(
                     [vectors[phase] for phase in group], group, batch, clouds, seed_rng
                 )

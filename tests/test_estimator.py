@@ -789,3 +789,20 @@ def test_use_proposal_chooses_the_better_filter_on_held_out_data(data, monkeypat
         assert isinstance(model.proposal_, MixtureProposal) is expected
         # score() filters with the chosen proposal, as fit's log_likelihood_ did.
         assert model.score(data) == pytest.approx(model.log_likelihood_, rel=1e-10)
+
+
+@ignore_convergence
+def test_a_series_with_no_observation_trains_and_is_never_the_only_held_out_one(
+    data, monkeypatch
+):
+    calls = _recording_train(monkeypatch)
+    Y = data.copy()
+    Y[1:] = np.nan  # one observed series; three entirely missing
+    model = tiny(early_stopping="auto").fit(Y)
+    ((Y_train, validation),) = calls
+    # No split leaves observations on both sides: no validation, all the data
+    # trained on, and a finite fit.
+    assert validation is None and Y_train.shape[0] == 4
+    assert np.isfinite(model.log_likelihood_)
+    with pytest.raises(ValueError, match="early_stopping=True"):
+        tiny(early_stopping=True).fit(Y)
