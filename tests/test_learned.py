@@ -7,6 +7,7 @@ from statemix_sk.learned import (
     MixtureProposal,
     MixtureTransitionModel,
     StateMixSpec,
+    expand_components,
     init_mixture_network,
     locally_optimal_gain,
 )
@@ -118,3 +119,59 @@ def test_the_spec_starts_at_a_linear_model_and_its_locally_optimal_proposal():
         ((x - centre) / posterior) ** 2 + np.log(2 * np.pi * posterior**2), axis=1
     )
     np.testing.assert_allclose(log_proposal, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_expand_components_copies_one_component_into_every_one(covariance_type):
+    Y, _, model = make_lorenz96(30, random_state=0)
+    spread = np.std(np.diff(Y, axis=0), axis=0)
+
+    def head(n_components):
+        return make_mixture_head(
+            n_components,
+            10,
+            location_scale=spread,
+            initial_scale=spread,
+            covariance_type=covariance_type,
+        )
+
+    stats = Standardizer(Y.mean(0), Y.std(0))
+    rng = np.random.default_rng(0)
+    # A one-component network far from zero (as a fit leaves it).
+    one = init_mixture_network(head(1), 10, (16,), rng)
+    one["layers"][-1] = tuple(a * 100 for a in one["layers"][-1])
+    one["linear"] = rng.normal(size=one["linear"].shape)
+    start = init_mixture_network(head(3), 10, (16,), rng)
+
+    def mixture(params, mixture_head):
+        transition = MixtureTransitionModel(
+            params,
+            mixture_head,
+            stats,
+            model.observation,
+            model.initial_mean,
+            model.initial_scale,
+        )
+        return transition.transition_mixture(Y)
+
+    fitted = mixture(one, head(1))
+    # With the start's output layer and linear part at zero, every component is
+    # exactly the one component, with equal weights.
+    zero = {
+        "layers": [
+            *start["layers"][:-1],
+            tuple(np.zeros_like(a) for a in start["layers"][-1]),
+        ],
+        "linear": np.zeros_like(start["linear"]),
+    }
+    exact = mixture(expand_components(one, head(1), head(3), zero), head(3))
+    np.testing.assert_array_equal(exact.logits, 0.0)
+    for k in range(3):
+        np.testing.assert_allclose(exact.means[:, k], fitted.means[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(exact.scales[:, k], fitted.scales[:, 0], rtol=1e-12)
+    # With the start's small draws the components differ, but only a little.
+    near = mixture(expand_components(one, head(1), head(3), start), head(3))
+    assert not np.array_equal(near.means[:, 0], near.means[:, 1])
+    np.testing.assert_allclose(
+        near.means, np.repeat(fitted.means, 3, axis=1), atol=0.05 * spread.max()
+    )
