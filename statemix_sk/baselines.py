@@ -178,6 +178,29 @@ def _stabilise(transition_matrix, max_radius=0.999):
     return transition_matrix
 
 
+def _as_linear_gaussian(observation):
+    """Return a LinearGaussianObservation for any object with its members."""
+    if isinstance(observation, LinearGaussianObservation):
+        return observation
+    return LinearGaussianObservation(
+        observation.observation_matrix,
+        noise_covariance=observation.noise_covariance,
+    )
+
+
+def _centred_model(
+    observation, mean, transition_matrix, process_variance, initial_mean, initial_scale
+):
+    """Return the model of ``x_t - mu`` for ``x_t - mu = A (x_{t-1} - mu) + w``."""
+    return LinearGaussianModel(
+        numpy.asarray(transition_matrix, dtype=float),
+        numpy.sqrt(numpy.asarray(process_variance, dtype=float)),
+        observation,
+        initial_mean=numpy.asarray(initial_mean, dtype=float) - mean,
+        initial_scale=initial_scale,
+    )
+
+
 def smoothed_states(
     series,
     observation,
@@ -220,18 +243,15 @@ def smoothed_states(
     >>> states[0].shape
     (51, 4)
     """
-    if not isinstance(observation, LinearGaussianObservation):
-        observation = LinearGaussianObservation(
-            observation.observation_matrix,
-            noise_covariance=observation.noise_covariance,
-        )
+    observation = _as_linear_gaussian(observation)
     mean = numpy.asarray(mean, dtype=float)
-    model = LinearGaussianModel(
-        numpy.asarray(transition_matrix, dtype=float),
-        numpy.sqrt(numpy.asarray(process_variance, dtype=float)),
+    model = _centred_model(
         observation,
-        initial_mean=numpy.asarray(initial_mean, dtype=float) - mean,
-        initial_scale=initial_scale,
+        mean,
+        transition_matrix,
+        process_variance,
+        initial_mean,
+        initial_scale,
     )
     offset = observation.observation_matrix @ mean
     return [
@@ -305,12 +325,8 @@ def linear_dynamics_by_em(
     >>> bool(numpy.all(numpy.diff(trace) > -1e-9))
     True
     """
-    if not isinstance(observation, LinearGaussianObservation):
-        # Any object with the same members (the documented protocol).
-        observation = LinearGaussianObservation(
-            observation.observation_matrix,
-            noise_covariance=observation.noise_covariance,
-        )
+    # Any object with the same members (the documented protocol).
+    observation = _as_linear_gaussian(observation)
     mean = numpy.asarray(mean, dtype=float)
     transition_matrix = numpy.array(transition_matrix, dtype=float)
     process_variance = numpy.array(process_variance, dtype=float)
@@ -321,12 +337,13 @@ def linear_dynamics_by_em(
     floor = 1e-10 * max(float(numpy.max(process_variance)), 1e-300)
     log_likelihoods = []
     for _ in range(max_iter + 1):
-        model = LinearGaussianModel(
-            transition_matrix,
-            numpy.sqrt(process_variance),
+        model = _centred_model(
             observation,
-            initial_mean=numpy.asarray(initial_mean, dtype=float) - mean,
-            initial_scale=initial_scale,
+            mean,
+            transition_matrix,
+            process_variance,
+            initial_mean,
+            initial_scale,
         )
         n_states = len(mean)
         current_current = numpy.zeros((n_states, n_states))  # S11

@@ -217,6 +217,26 @@ class RestartResult(NamedTuple):
     kept parameters (NaN without validation)."""
 
 
+def _filter(Y, model, proposal, settings, random_state, **options):
+    """Run :func:`particle_filter` with the training settings' filter options."""
+    return particle_filter(
+        Y,
+        model,
+        proposal,
+        n_particles=settings.n_particles,
+        resampling=settings.resampling,
+        ess_threshold=settings.ess_threshold,
+        random_state=random_state,
+        **options,
+    )
+
+
+def _carry(clouds, series, final):
+    """Store, for each series of a batch, the cloud its window left."""
+    for row, index in enumerate(series):
+        clouds[index] = (final[0][row], final[1][row])
+
+
 def mean_log_likelihood(params, spec, Y, n_observed, settings, seed):
     """Return the log-likelihood estimate per observed step over ``Y``.
 
@@ -237,14 +257,12 @@ def mean_log_likelihood(params, spec, Y, n_observed, settings, seed):
     value : float (traced when ``params`` are)
     """
     model, proposal = spec.build(params)
-    result = particle_filter(
+    result = _filter(
         Y,
         model,
         proposal,
-        n_particles=settings.n_particles,
-        resampling=settings.resampling,
-        ess_threshold=settings.ess_threshold,
-        random_state=seed,
+        settings,
+        seed,
     )
     return np.sum(result.log_likelihood) / n_observed
 
@@ -284,14 +302,12 @@ def held_out_log_likelihood(model, proposal, validation, settings, seed):
     -------
     score : float
     """
-    result = particle_filter(
+    result = _filter(
         validation.Y,
         model,
         proposal,
-        n_particles=settings.n_particles,
-        resampling=settings.resampling,
-        ess_threshold=settings.ess_threshold,
-        random_state=seed,
+        settings,
+        seed,
     )
     scored = validation.Y[:, validation.first_step :]
     increments = numpy.asarray(result.log_likelihood_increments)
@@ -384,14 +400,12 @@ def window_log_likelihood(params, spec, batch, clouds, settings, rng, alpha=0.0)
                 log_weights.append(clouds[series][1])
         initial_particles = numpy.stack(particles)
         initial_log_weights = numpy.stack(log_weights)
-    result = particle_filter(
+    result = _filter(
         batch.Y,
         model,
         proposal,
-        n_particles=settings.n_particles,
-        resampling=settings.resampling,
-        ess_threshold=settings.ess_threshold,
-        random_state=rng,
+        settings,
+        rng,
         initial_particles=initial_particles,
         initial_log_weights=initial_log_weights,
     )
@@ -456,8 +470,8 @@ def _initial_pass(params, spec, Y, lengths, offsets, settings, rng):
         if not numpy.isfinite(log_likelihood):
             return clouds, numpy.nan
         total += log_likelihood * count_observed_steps(batch.Y)
-        for row, index in enumerate(series):
-            carried[index] = (final[0][row], final[1][row])
+        _carry(carried, series, final)
+        for index in series:
             if window + 1 == offsets[index]:
                 clouds[index] = carried[index]
     return clouds, total / max(count_observed_steps(Y), 1)
@@ -570,8 +584,7 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
                     _, _, final = window_log_likelihood(
                         as_params(vectors), spec, batch, clouds, settings, seed_rng
                     )
-                    for row, index in enumerate(series):
-                        clouds[index] = (final[0][row], final[1][row])
+                    _carry(clouds, series, final)
                     continue
                 value, gradient = gradient_of(
                     [vectors[phase] for phase in group], group, batch, clouds, seed_rng
@@ -593,9 +606,7 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
                     vectors[phase] = vectors[phase] + step
                     offset += size
                 n_updates += 1
-                particles, log_weights = side["final"]
-                for row, index in enumerate(series):
-                    clouds[index] = (particles[row], log_weights[row])
+                _carry(clouds, series, side["final"])
                 n_observed = count_observed_steps(batch.Y)
                 total += side["log_likelihood"] * n_observed
                 observed += n_observed
