@@ -5,7 +5,16 @@ mixtures, small networks, resampling schemes, models with known densities, the
 datasets of the experiments and the one differentiable particle-filter loop.
 """
 
-from . import baselines, datasets, filtering, mixtures, models, networks, resampling
+from . import (
+    baselines,
+    datasets,
+    filtering,
+    mixtures,
+    models,
+    networks,
+    resampling,
+    smoothing,
+)
 from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
 from .estimator import (
     AuxiliaryFilter,
@@ -54,4 +63,5 @@ __all__ = [
     "networks",
     "particle_filter",
     "resampling",
+    "smoothing",
 ]

@@ -760,12 +760,54 @@ def test_early_stopping_true_without_data_to_hold_out_is_an_error(data):
 def test_the_regression_start_is_kept_only_if_it_beats_the_linear_one(
     data, monkeypatch
 ):
-    scripted = iter([0.0, 1.0, 1.0, 0.0])
-    monkeypatch.setattr(StateMixFilter, "_start_score", lambda *args: next(scripted))
-    assert tiny(init_dynamics="regression").fit(data).start_ == "regression"
-    assert tiny(init_dynamics="regression").fit(data).start_ == "linear"
+    # Scores in the order linear, regression; a tie keeps the linear start.
+    for scores, expected in [
+        ((0.0, 1.0), "regression"),
+        ((1.0, 0.0), "linear"),
+        ((1.0, 1.0), "linear"),
+    ]:
+        scripted = iter(scores)
+        monkeypatch.setattr(
+            StateMixFilter, "_start_score", lambda *a, scripted=scripted: next(scripted)
+        )
+        model = tiny(init_dynamics="regression").fit(data)
+        assert model.start_ == expected
+        assert (model.spec_.transition_params is not None) is (expected == "regression")
+    monkeypatch.undo()
     assert tiny(init_dynamics="linear").fit(data).start_ == "linear"
     assert tiny(init_dynamics="random_walk").fit(data).start_ == "random_walk"
+
+
+@ignore_convergence
+def test_a_non_linear_observation_gets_a_regression_start_from_a_particle_smoother(
+    monkeypatch,
+):
+    Y, _, model = make_kuramoto(30, 4, n_oscillators=3, random_state=0)
+    smoothed = []
+    original = StateMixFilter._particle_smoother
+
+    def recording(spec, seed):
+        smooth = original(spec, seed)
+
+        def recorded(sequences):
+            states = smooth(sequences)
+            smoothed.append(states)
+            return states
+
+        return recorded
+
+    monkeypatch.setattr(StateMixFilter, "_particle_smoother", staticmethod(recording))
+    for scores, expected in [((0.0, 1.0), "regression"), ((1.0, 0.0), "random_walk")]:
+        scripted = iter(scores)
+        monkeypatch.setattr(
+            StateMixFilter, "_start_score", lambda *a, scripted=scripted: next(scripted)
+        )
+        fitted = tiny(observation=model.observation, init_dynamics="regression").fit(Y)
+        assert fitted.start_ == expected
+    # The training and held-out series, one state estimate per step.
+    assert [len(states) for states in smoothed] == [3, 1, 3, 1]
+    assert all(one.shape == (30, 3) for states in smoothed for one in states)
+    assert all(np.all(np.isfinite(one)) for states in smoothed for one in states)
 
 
 @ignore_convergence
