@@ -3,6 +3,8 @@
 The estimator layer (``StateMixFilter``) builds on the modules below: Gaussian
 mixtures, small networks, resampling schemes, models with known densities, the
 datasets of the experiments and the one differentiable particle-filter loop.
+``PerStepTransformer`` puts scikit-learn preprocessing in front of it for several
+series.
 """
 
 from . import (
@@ -12,6 +14,7 @@ from . import (
     mixtures,
     models,
     networks,
+    preprocessing,
     resampling,
     smoothing,
 )
@@ -33,6 +36,7 @@ from .models import (
     Lorenz96Model,
     kalman_filter,
 )
+from .preprocessing import PerStepTransformer
 
 __version__ = "0.1.0.dev0"
 
@@ -49,6 +53,7 @@ __all__ = [
     "LinearGaussianObservation",
     "LocallyOptimalFilter",
     "Lorenz96Model",
+    "PerStepTransformer",
     "StateMixFilter",
     "__version__",
     "baselines",
@@ -62,6 +67,7 @@ __all__ = [
     "models",
     "networks",
     "particle_filter",
+    "preprocessing",
     "resampling",
     "smoothing",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "check_scale",
     "ess_from_log_weights",
     "logsumexp",
+    "ndim_or_none",
     "normalise_log_weights",
 ]
 
@@ -310,6 +311,21 @@ def check_magnitude(values, name):
             f"{index}, beyond {MAX_MAGNITUDE:g}: values that large cannot be squared "
             f"in float64. Rescale {name} (with a StandardScaler, say)."
         )
+
+
+def ndim_or_none(Y):
+    """Return the number of dimensions of ``Y``, or None if numpy cannot tell.
+
+    The estimators tell one series (2-D), a 3-D array and a list of series of
+    different lengths (None: numpy cannot make one array of it) apart by it.
+    """
+    dimensions = getattr(Y, "ndim", None)
+    if dimensions is not None:
+        return dimensions
+    try:
+        return numpy.ndim(Y)
+    except (TypeError, ValueError):  # ragged, or refuses numpy
+        return None
 
 
 def check_observations(Y, name="Y", *, n_features=None, min_steps=1, estimator=None):

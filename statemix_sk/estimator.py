@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._utils import check_magnitude, check_observations, check_scale
+from ._utils import check_magnitude, check_observations, check_scale, ndim_or_none
 from .baselines import (
     AuxiliaryProposal,
     ImprovedAuxiliaryProposal,
@@ -100,17 +100,6 @@ def _pad(series):
     for index, one in enumerate(series):
         padded[index, : len(one)] = one
     return padded
-
-
-def _ndim(Y):
-    """Return the number of dimensions of ``Y``, or None if numpy cannot tell."""
-    dimensions = getattr(Y, "ndim", None)
-    if dimensions is not None:
-        return dimensions
-    try:
-        return numpy.ndim(Y)
-    except (TypeError, ValueError):  # ragged, or refuses numpy
-        return None
 
 
 def _warn_if_degenerate(ess, series):
@@ -209,9 +198,9 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
         by :func:`~statemix_sk._utils.check_observations` (at least two steps), so
         that every error is a ValueError naming ``Y`` (or ``Y[i]``).
         """
-        if isinstance(Y, list | tuple) and (len(Y) == 0 or _ndim(Y[0]) == 2):
+        if isinstance(Y, list | tuple) and (len(Y) == 0 or ndim_or_none(Y[0]) == 2):
             kind, candidates = "list", list(Y)
-        elif _ndim(Y) == 3:
+        elif ndim_or_none(Y) == 3:
             kind, candidates = "array", list(numpy.asarray(Y))
         else:
             # Feature names only (n_features_in_ is recorded below, for every
@@ -636,9 +625,12 @@ default="systematic"
 
     Notes
     -----
-    In a :class:`~sklearn.pipeline.Pipeline` after a scaler, the estimator sees
-    scaled observations: ``observation_noise`` is then in scaled units and the
-    predicted states are in the scaled space.
+    In a :class:`~sklearn.pipeline.Pipeline` after a scaler (wrapped in
+    :class:`~statemix_sk.preprocessing.PerStepTransformer` for several series),
+    the estimator sees scaled observations: ``observation_noise`` is then in
+    scaled units (divide it by the scaler's ``scale_``) and the predicted states
+    are in the scaled space (the scaler's ``inverse_transform`` takes them back
+    when the observation is the identity). See the user guide's data page.
 
     Examples
     --------
