@@ -33,6 +33,7 @@ from .experiments import (
     estimate_seconds,
     format_tables,
     plot_results,
+    plural,
     run_experiment,
 )
 from .filtering import particle_filter
@@ -154,12 +155,12 @@ def _reproduce(args):
     print(
         f"statemix-sk {__version__} reproduce {args.experiment}: "
         f"{EXPERIMENTS[args.experiment].description}.\n"
-        f"{args.runs} runs, each with {len(sizes)} training "
+        f"{plural(args.runs, 'run')}, each with {len(sizes)} training "
         f"size{'s' if len(sizes) > 1 else ''} ({', '.join(map(str, sizes))} series; "
         f"one StateMixFilter fit per size and S, on nested subsets) and "
         f"{args.n_test} test series, all of {args.n_steps} steps; N in "
         f"{args.n_particles}, S in {args.n_components}, {training}, floor with "
-        f"N = {args.floor_particles}, {n_jobs} jobs, seed {args.seed}.\n"
+        f"N = {args.floor_particles}, {plural(n_jobs, 'job')}, seed {args.seed}.\n"
         f"Estimated time: about {estimate / 60:.0f} min (rough).",
         flush=True,
     )

@@ -627,9 +627,14 @@ def summarize(results):
 def _format(value, digits=3, percent=False):
     if value is None:
         return "-"
-    if percent:
-        return f"{100 * value:.0f}%"
-    return f"{value:.{digits}f}"
+    text = f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
+    # A value that rounds to zero reads "0", not "-0".
+    return text[1:] if text.startswith("-") and not text.strip("-0.%") else text
+
+
+def plural(count, word):
+    """Say ``count`` with ``word``, plural unless the count is one."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _label(row, sizes):
@@ -665,7 +670,8 @@ def format_tables(results):
     sizes = _training_sizes(settings["n_train"])
     for n_particles in settings["n_particles"]:
         lines += [
-            f"**N = {n_particles}** ({settings['runs']} runs; MSE and log-likelihood "
+            f"**N = {n_particles}** ({plural(settings['runs'], 'run')}; MSE and "
+            "log-likelihood "
             "per step: mean and standard error over runs; StateMixFilter trained on "
             f"{_sizes_text(sizes)} of {settings['n_steps']} steps)",
             "",
@@ -696,6 +702,15 @@ def format_tables(results):
                 )
                 + " |"
             )
+        if any(
+            row["block"] == n_particles and row["headroom_closed"] is None
+            for row in results["summary"]
+        ):
+            lines += [
+                "",
+                'Headroom closed is "-": IAPF\'s MSE is already at or below the '
+                "floor's here, so there is no headroom to close.",
+            ]
         lines.append("")
     return "\n".join(lines)
 

@@ -176,6 +176,20 @@ def test_tables_have_a_block_per_n_and_label_the_training_sizes(lorenz):
         assert block.index(large) < block.index(small)  # the headline first
 
 
+def test_table_cells_read_correctly(lorenz):
+    # Percentages that round to zero read "0%", and "-" in the headroom column
+    # is explained under the table.
+    results = copy.deepcopy(lorenz)
+    for row in results["summary"]:
+        row["improvement_over_bootstrap"] = -0.001
+        if row["block"] == 10:
+            row["headroom_closed"] = None
+    tables = format_tables(results)
+    assert "-0%" not in tables and "| 0% |" in tables
+    first, second = tables.split("**N = 20**")
+    assert "no headroom to close" in first and "no headroom to close" not in second
+
+
 def test_results_from_before_the_training_sizes_still_format(lorenz):
     # Results written when n_train was one int and rows had no n_train.
     old = copy.deepcopy(lorenz)
@@ -290,6 +304,7 @@ def test_reproduce_command_writes_results(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Estimated time" in out and "**N = 10**" in out
     assert "2 training sizes (2, 3 series" in out and "at most 1 epoch," in out
+    assert "1 run, each" in out and "1 job," in out and "(1 run;" in out
     assert "StateMixFilter (S = 2, 2 series; small-data case)" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["n_components"] == [1, 2]
