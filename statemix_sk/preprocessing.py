@@ -101,7 +101,7 @@ class PerStepTransformer(TransformerMixin, BaseEstimator):
         The clone of ``transformer`` fitted on the stacked time steps.
     n_features_in_ : int
         The number of features of each series seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         The column names, when ``fit`` was given one series as a data frame with
         string column names.
 
