@@ -161,7 +161,8 @@ def _reproduce(args):
         f"{args.n_test} test series, all of {args.n_steps} steps; N in "
         f"{args.n_particles}, S in {args.n_components}, {training}, floor with "
         f"N = {args.floor_particles}, {plural(n_jobs, 'job')}, seed {args.seed}.\n"
-        f"Estimated time: about {estimate / 60:.0f} min (rough).",
+        f"Estimated time: about {estimate / 60:.0f} min (rough). Results go to "
+        f"{Path(args.output).resolve()}/.",
         flush=True,
     )
     output = Path(args.output)
@@ -368,8 +369,9 @@ def build_parser():
     reproduce.add_argument(
         "--verbose",
         type=int,
-        default=0,
-        help="joblib's progress messages; 2 or more also prints each fit's epochs",
+        default=1,
+        help="0: only the estimate and the tables; 1: a line per fit and per run "
+        "done; 2: also a line per training epoch",
     )
     reproduce.set_defaults(handler=_reproduce)
     return parser

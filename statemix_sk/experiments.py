@@ -220,8 +220,8 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False, verbose=0):
         Also return the first test series' truth, observations and estimates
         (StateMixFilter's for the largest ``n_train`` only).
     verbose : int, default=0
-        Above 1: StateMixFilter prints a line per epoch and the run a line per
-        fit.
+        1: the run prints a line per fit; 2 or more: StateMixFilter also a line
+        per epoch.
 
     Returns
     -------
@@ -299,7 +299,7 @@ def run_one(name, seed_sequence, settings, keep_trajectory=False, verbose=0):
                 estimator.fit(Y_train[:n_train])
                 seconds = time.perf_counter() - start
                 learned[n_components, n_train] = (estimator, seconds)
-                if verbose > 1:
+                if verbose > 0:
                     print(
                         f"{name}: S = {n_components}, {n_train} training series: "
                         f"{estimator.n_iter_} epochs, {estimator.n_updates_} "
@@ -462,8 +462,8 @@ def run_experiment(
         joblib's ``n_jobs`` over runs (a joblib context may set the backend).
     seed : int, default=0
     verbose : int, default=0
-        joblib's progress messages; above 1, StateMixFilter's too (a line per
-        epoch) and a line per fit.
+        1: a line per fit (its epochs, updates and seconds) and joblib's progress
+        messages per run; 2 or more: StateMixFilter's line per epoch too.
 
     Returns
     -------

@@ -305,6 +305,9 @@ def test_reproduce_command_writes_results(tmp_path, capsys):
     assert "Estimated time" in out and "**N = 10**" in out
     assert "2 training sizes (2, 3 series" in out and "at most 1 epoch," in out
     assert "1 run, each" in out and "1 job," in out and "(1 run;" in out
+    assert f"Results go to {tmp_path.resolve()}/." in out
+    # The default verbose=1: a line per fit, as it ends.
+    assert "linear-gaussian: S = 2, 3 training series:" in out
     assert "StateMixFilter (S = 2, 2 series; small-data case)" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["n_components"] == [1, 2]
