@@ -12,6 +12,7 @@ import numpy
 import scipy.sparse
 from autograd.extend import defvjp, primitive
 from sklearn.utils import check_array
+from sklearn.utils.validation import validate_data
 
 __all__ = [
     "MAX_MAGNITUDE",
@@ -25,6 +26,7 @@ __all__ = [
     "logsumexp",
     "ndim_or_none",
     "normalise_log_weights",
+    "validate_series",
 ]
 
 MAX_MAGNITUDE = 1e150
@@ -389,3 +391,61 @@ def check_observations(Y, name="Y", *, n_features=None, min_steps=1, estimator=N
             "expected."
         )
     return Y
+
+
+def validate_series(estimator, Y, *, reset, min_steps=1, check_n_features=True):
+    """Read ``Y`` as one series, a 3-D array of series or a list of series.
+
+    The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
+    ``"list"`` (a list or tuple of 2-D series, lengths free). Every series is
+    checked by :func:`check_observations` (at least ``min_steps`` rows) and all
+    must have the same number of features, so that every error is a ValueError
+    naming ``Y`` (or ``Y[i]``). ``reset`` records ``n_features_in_`` on
+    ``estimator`` (and ``feature_names_in_`` for one data-frame series), as
+    scikit-learn's ``validate_data`` does; otherwise the number of features is
+    checked against it (unless ``check_n_features`` is False).
+
+    Returns
+    -------
+    series : list of ndarray of shape (n_steps_i, n_features)
+    kind : {"single", "array", "list"}
+    """
+    if isinstance(Y, list | tuple) and (len(Y) == 0 or ndim_or_none(Y[0]) == 2):
+        kind, candidates = "list", list(Y)
+    elif ndim_or_none(Y) == 3:
+        kind, candidates = "array", list(numpy.asarray(Y))
+    else:
+        # Feature names only (n_features_in_ is recorded below, for every kind of
+        # input alike).
+        validate_data(estimator, Y, reset=reset, skip_check_array=True, ensure_2d=False)
+        kind, candidates = "single", [Y]
+    if not candidates:
+        raise ValueError("Y must hold at least one series, got none.")
+    series = []
+    for index, candidate in enumerate(candidates):
+        one = check_observations(
+            candidate,
+            "Y" if kind == "single" else f"Y[{index}]",
+            min_steps=min_steps,
+            estimator=estimator,
+        )
+        if series and one.shape[1] != series[0].shape[1]:
+            raise ValueError(
+                f"Every series in Y must have the same number of features: "
+                f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
+            )
+        series.append(one)
+    n_features = series[0].shape[1]
+    if reset:
+        estimator.n_features_in_ = n_features
+        if kind != "single" and hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif check_n_features and n_features != estimator.n_features_in_:
+        # scikit-learn's wording first (its estimator checks look for it).
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is "
+            f"expecting {estimator.n_features_in_} features as input: the "
+            f"observations Y must have the {estimator.n_features_in_} features "
+            "(columns) they had in fit."
+        )
+    return series, kind

@@ -24,9 +24,9 @@ from sklearn.utils._param_validation import (
     InvalidParameterError,
     StrOptions,
 )
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from ._utils import check_magnitude, check_observations, check_scale, ndim_or_none
+from ._utils import check_magnitude, check_scale, validate_series
 from .baselines import (
     AuxiliaryProposal,
     ImprovedAuxiliaryProposal,
@@ -191,52 +191,11 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
     # ----------------------------------------------------------------------------
 
     def _validate_series(self, Y, *, reset):
-        """Return the series as a list of 2-D float arrays, and the input's kind.
+        """Return the series (at least two steps each) and the input's kind.
 
-        The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
-        ``"list"`` (a list of 2-D series, lengths free). Every series is checked
-        by :func:`~statemix_sk._utils.check_observations` (at least two steps), so
-        that every error is a ValueError naming ``Y`` (or ``Y[i]``).
+        See :func:`~statemix_sk._utils.validate_series`.
         """
-        if isinstance(Y, list | tuple) and (len(Y) == 0 or ndim_or_none(Y[0]) == 2):
-            kind, candidates = "list", list(Y)
-        elif ndim_or_none(Y) == 3:
-            kind, candidates = "array", list(numpy.asarray(Y))
-        else:
-            # Feature names only (n_features_in_ is recorded below, for every
-            # kind of input alike).
-            validate_data(self, Y, reset=reset, skip_check_array=True, ensure_2d=False)
-            kind, candidates = "single", [Y]
-        if not candidates:
-            raise ValueError("Y must hold at least one series, got none.")
-        series = []
-        for index, candidate in enumerate(candidates):
-            one = check_observations(
-                candidate,
-                "Y" if kind == "single" else f"Y[{index}]",
-                min_steps=2,
-                estimator=self,
-            )
-            if series and one.shape[1] != series[0].shape[1]:
-                raise ValueError(
-                    f"Every series in Y must have the same number of features: "
-                    f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
-                )
-            series.append(one)
-        n_features = series[0].shape[1]
-        if reset:
-            self.n_features_in_ = n_features
-            if kind != "single" and hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            # scikit-learn's wording first (its estimator checks look for it).
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is "
-                f"expecting {self.n_features_in_} features as input: the "
-                f"observations Y must have the {self.n_features_in_} features "
-                "(columns) they had in fit."
-            )
-        return series, kind
+        return validate_series(self, Y, reset=reset, min_steps=2)
 
     @contextlib.contextmanager
     def _unchanged_on_failure(self):
@@ -919,7 +878,8 @@ default="systematic"
         gain = gain * observation.noise_scale  # per unit of scaled innovation
         return gain, numpy.maximum(proposal_scale, 1e-3 * increments)
 
-    def _kalman_smoother(self, spec, linear):
+    @staticmethod
+    def _kalman_smoother(spec, linear):
         """State estimates for the regression start, linear observation.
 
         The Kalman smoother of the fitted linear model (``linear``: its
@@ -1182,25 +1142,20 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
                 smooth = self._kalman_smoother(spec, linear)
             else:
                 smooth = self._particle_smoother(spec, int(start_seed))
-            candidates = {
-                start: spec,
-                "regression": self._regression_start(
-                    spec, make_spec, series, held_out, smooth, int(start_seed)
-                ),
-            }
+            regression = self._regression_start(
+                spec, make_spec, series, held_out, smooth, int(start_seed)
+            )
             # The regression is fitted to smoothed states, not to the data: the
             # filter's likelihood of held-out data (or, without any, of the
             # training data) decides whether it beats the linear (or random-walk)
             # start. On linear-Gaussian data it does not (smoothed states are
             # smoother than the true ones, so its noise comes out too small).
-            scores = {
-                name: self._start_score(
-                    candidate, Y_padded, validation, int(start_seed)
-                )
-                for name, candidate in candidates.items()
-            }
-            start = max(scores, key=scores.get)  # the first of equal scores
-            spec = candidates[start]
+            start_score, regression_score = (
+                self._start_score(candidate, Y_padded, validation, int(start_seed))
+                for candidate in (spec, regression)
+            )
+            if regression_score > start_score:
+                spec, start = regression, "regression"
         warm = self.warm_start and hasattr(self, "params_")
         if warm:
             # The previous parameters can start this fit only if every array has

@@ -19,9 +19,9 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from ._utils import check_observations, ndim_or_none
+from ._utils import ndim_or_none, validate_series
 
 __all__ = ["PerStepTransformer"]
 
@@ -153,57 +153,21 @@ class PerStepTransformer(TransformerMixin, BaseEstimator):
     def _validate_series(self, Y, *, reset, check_n_features=True):
         """Return the series as a list of 2-D float arrays, and the input's kind.
 
-        The kind is ``"single"`` (one 2-D series), ``"array"`` (a 3-D array) or
-        ``"list"`` (a list or tuple of 2-D series, lengths free), recognised as
-        :class:`~statemix_sk.estimator.StateMixFilter` does. Every error is a
-        ValueError naming ``Y`` (or ``Y[i]``).
+        Read as :class:`~statemix_sk.estimator.StateMixFilter` reads them
+        (:func:`~statemix_sk._utils.validate_series`), with a clear error for
+        more than three dimensions.
         """
         dimensions = ndim_or_none(Y)
-        if isinstance(Y, list | tuple) and (len(Y) == 0 or ndim_or_none(Y[0]) == 2):
-            kind, candidates = "list", list(Y)
-        elif dimensions == 3:
-            kind, candidates = "array", list(numpy.asarray(Y))
-        elif dimensions is not None and dimensions > 3:
+        several = isinstance(Y, list | tuple) and (
+            len(Y) == 0 or ndim_or_none(Y[0]) == 2
+        )
+        if not several and dimensions is not None and dimensions > 3:
             raise ValueError(
                 "Y must be one series, a 2-D array (n_steps, n_features); several "
                 "series of one length, a 3-D array (n_series, n_steps, n_features); "
                 f"or a list of 2-D series of any lengths. Got {dimensions}-D input."
             )
-        else:
-            # Feature names only (n_features_in_ is recorded below, for every
-            # kind of input alike). Fewer than two dimensions fail in
-            # check_observations, with scikit-learn's advice to reshape.
-            validate_data(self, Y, reset=reset, skip_check_array=True, ensure_2d=False)
-            kind, candidates = "single", [Y]
-        if not candidates:
-            raise ValueError("Y must hold at least one series, got none.")
-        series = []
-        for index, candidate in enumerate(candidates):
-            one = check_observations(
-                candidate,
-                "Y" if kind == "single" else f"Y[{index}]",
-                estimator=self,
-            )
-            if series and one.shape[1] != series[0].shape[1]:
-                raise ValueError(
-                    f"Every series in Y must have the same number of features: "
-                    f"Y[0] has {series[0].shape[1]}, Y[{index}] has {one.shape[1]}."
-                )
-            series.append(one)
-        n_features = series[0].shape[1]
-        if reset:
-            self.n_features_in_ = n_features
-            if kind != "single" and hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif check_n_features and n_features != self.n_features_in_:
-            # scikit-learn's wording first (its estimator checks look for it).
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is "
-                f"expecting {self.n_features_in_} features as input: each series "
-                f"of Y must have the {self.n_features_in_} features (columns) the "
-                "series had in fit."
-            )
-        return series, kind
+        return validate_series(self, Y, reset=reset, check_n_features=check_n_features)
 
     @staticmethod
     def _restore(outputs, kind):
