@@ -7,6 +7,8 @@ one follows the list below (a file not listed goes last, by name).
 ORDER = [
     "plot_lorenz96_trajectories.py",
     "plot_linear_gaussian_kalman.py",
+    "plot_smoothing_lorenz96.py",
+    "plot_forecast_fan_chart.py",
     "plot_training_curves.py",
     "plot_grid_search_n_components.py",
     "plot_kuramoto_phases.py",

@@ -11,6 +11,7 @@ from . import (
     baselines,
     datasets,
     filtering,
+    forecasting,
     mixtures,
     models,
     networks,
@@ -28,6 +29,7 @@ from .estimator import (
     StateMixFilter,
 )
 from .filtering import DegeneracyWarning, FilterResult, particle_filter
+from .forecasting import ForecastResult, forecast
 from .models import (
     GaussianObservation,
     KuramotoModel,
@@ -37,6 +39,7 @@ from .models import (
     kalman_filter,
 )
 from .preprocessing import PerStepTransformer
+from .smoothing import ffbs_smoothed_moments
 
 __version__ = "0.1.0.dev0"
 
@@ -45,6 +48,7 @@ __all__ = [
     "BootstrapFilter",
     "DegeneracyWarning",
     "FilterResult",
+    "ForecastResult",
     "GaussianObservation",
     "ImprovedAuxiliaryFilter",
     "InconsistentVersionWarning",
@@ -58,7 +62,10 @@ __all__ = [
     "__version__",
     "baselines",
     "datasets",
+    "ffbs_smoothed_moments",
     "filtering",
+    "forecast",
+    "forecasting",
     "kalman_filter",
     "make_kuramoto",
     "make_linear_gaussian",

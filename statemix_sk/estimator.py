@@ -5,7 +5,8 @@ validates parameters and data, chooses the networks' scales from the data, and
 hands the numerics to :mod:`statemix_sk.training`, :mod:`statemix_sk.baselines`
 and :mod:`statemix_sk.filtering`. Every estimator here has the same filtering
 API: ``predict`` / ``transform`` (filtered means), ``score`` (log-likelihood per
-observed step), ``score_samples``, ``filter`` and ``sample``.
+observed step), ``score_samples``, ``filter``, ``smooth`` (smoothed means),
+``forecast`` and ``sample``.
 """
 
 import contextlib
@@ -26,7 +27,12 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from ._utils import check_magnitude, check_scale, validate_series
+from ._utils import (
+    check_magnitude,
+    check_positive_int,
+    check_scale,
+    validate_series,
+)
 from .baselines import (
     AuxiliaryProposal,
     ImprovedAuxiliaryProposal,
@@ -42,11 +48,12 @@ from .filtering import (
     FilterResult,
     particle_filter,
 )
+from .forecasting import ForecastResult, forecast
 from .learned import StateMixSpec, expand_components, locally_optimal_gain
 from .models import LinearGaussianObservation, simulate
 from .networks import Standardizer, make_mixture_head
 from .resampling import RESAMPLING_SCHEMES
-from .smoothing import genealogy_smoothed_means
+from .smoothing import ffbs_smoothed_moments, genealogy_smoothed_means
 from .training import (
     TrainingSettings,
     Validation,
@@ -91,6 +98,9 @@ _SCALE_BOUNDS = (0.01, 10.0)
 # for a non-linear observation (on Kuramoto, 20 series: 500 gave a start with
 # held-out MSE 0.033 against the random-walk start's 0.069).
 _SMOOTHER_PARTICLES = 500
+# Floats of stored particles (40 MB) per filter pass of ``smooth``; more series
+# are filtered and smoothed a few at a time.
+_SMOOTHER_FLOATS = 5_000_000
 
 
 def _pad(series):
@@ -391,6 +401,157 @@ n_states)
         )
         seed = int(rng.randint(0, 2**31 - 1))
         return simulate(self.model_, n_steps, n_sequences, seed)
+
+    # ----------------------------------------------------------------------------
+    # Smoothing and forecasting
+    # ----------------------------------------------------------------------------
+
+    def _filter_groups(self, series, groups, return_particles):
+        """Filter each group of series (lists of indices) in one pass; yield results.
+
+        A group whose first series is ``first`` runs with the seed
+        ``_eval_seed + first``: the group of all series, from 0, is the run of
+        :meth:`predict`.
+        """
+        for group in groups:
+            chunk = [series[index] for index in group]
+            with numpy.errstate(all="ignore"):
+                result = particle_filter(
+                    _pad(chunk),
+                    self.model_,
+                    self.proposal_,
+                    n_particles=self.n_particles,
+                    resampling=self.resampling,
+                    ess_threshold=self.ess_threshold,
+                    random_state=self._eval_seed + group[0],
+                    return_particles=return_particles,
+                )
+            self._check_finite(result)
+            yield group, chunk, result
+
+    @staticmethod
+    def _gather(values, kind):
+        """Put per-series arrays (in the input's order) in the input's structure."""
+        if kind == "single":
+            return values[0]
+        if kind == "array":
+            return numpy.stack(values)
+        return values
+
+    def smooth(self, Y, return_std=False):
+        """Return the smoothed means ``E[x_t | y_1:T]`` under the model.
+
+        Each series is filtered as in :meth:`predict`, keeping the particles of
+        every step, and smoothed by forward filtering, backward smoothing
+        (:func:`~statemix_sk.smoothing.ffbs_smoothed_moments`) with the model's
+        transition density (the learned mixture, for StateMixFilter): every
+        estimate uses the whole series, the later observations included. Costs
+        ``O(n_particles**2)`` per step; deterministic for a fitted estimator.
+        Rows with missing entries are smoothed through.
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`.
+        return_std : bool, default=False
+            Also return the smoothed standard deviations.
+
+        Returns
+        -------
+        states : ndarray of shape (n_steps, n_states), (n_sequences, n_steps, \
+n_states), or list of ndarray
+            In the structure of ``Y``. The last step's equal :meth:`predict`'s
+            when all the series are filtered in one pass (stored particles up to
+            about 40 MB; more series are filtered a few at a time, each chunk
+            with its own seed).
+        std : same structure as ``states``
+            With ``return_std=True``: the smoothed standard deviations.
+        """
+        check_is_fitted(self)
+        series, kind = self._validate_series(Y, reset=False)
+        length = max(len(one) for one in series)
+        per_chunk = max(
+            1,
+            _SMOOTHER_FLOATS // (length * self.n_particles * int(self.model_.n_states)),
+        )
+        groups = [
+            list(range(first, min(first + per_chunk, len(series))))
+            for first in range(0, len(series), per_chunk)
+        ]
+        means, scales = [], []
+        for _, chunk, result in self._filter_groups(series, groups, True):
+            moments = ffbs_smoothed_moments(
+                result, self.model_, lengths=[len(one) for one in chunk]
+            )
+            for index, one in enumerate(chunk):
+                means.append(moments.smoothed_means[index, : len(one)])
+                scales.append(moments.smoothed_scales[index, : len(one)])
+        means = self._gather(means, kind)
+        if return_std:
+            return means, self._gather(scales, kind)
+        return means
+
+    def forecast(self, Y, n_steps, *, quantiles=None):
+        """Forecast states and observations ``n_steps`` past the end of each series.
+
+        Each series is filtered as in :meth:`predict`; its final weighted cloud
+        is moved through the model's transition (the learned one, for
+        StateMixFilter), see :func:`~statemix_sk.forecasting.forecast`.
+        Missing rows at the end of a series are forecast across: the forecast
+        starts after its last row, observed or not. Deterministic for a fitted
+        estimator.
+
+        Parameters
+        ----------
+        Y : array-like or list of array-like
+            As in :meth:`fit`; a list's series may have different lengths (each
+            is forecast from its own end).
+        n_steps : int
+            Steps ahead, at least 1.
+        quantiles : sequence of float in (0, 1), default=None
+            Also return these quantiles of the predictive distributions.
+
+        Returns
+        -------
+        forecast : ForecastResult
+            Its means and standard deviations of the states (``state_mean``,
+            ``state_std``) and of the observations, noise included
+            (``observation_mean``, ``observation_std``), and with
+            ``quantiles`` their quantiles; each field in the structure of
+            ``Y``: (n_steps, n_states) for one series, (n_sequences, n_steps,
+            n_states) for a 3-D ``Y``, a list for a list (the quantiles'
+            levels come before the steps).
+        """
+        check_is_fitted(self)
+        n_steps = check_positive_int(n_steps, "n_steps")
+        series, kind = self._validate_series(Y, reset=False)
+        # Series of one length share a pass: padding a shorter series would
+        # start its forecast after the padding instead of after its end.
+        lengths = numpy.array([len(one) for one in series])
+        groups = [
+            numpy.flatnonzero(lengths == length).tolist()
+            for length in numpy.unique(lengths)
+        ]
+        per_series = [None] * len(series)
+        for group, _, result in self._filter_groups(series, groups, False):
+            # The forecast's own stream: a child of the evaluation seed's
+            # sequence, distinct from the filter's seed.
+            seed = numpy.random.SeedSequence(self._eval_seed, spawn_key=(group[0],))
+            ahead = forecast(
+                result, self.model_, n_steps, quantiles=quantiles, random_state=seed
+            )
+            for position, index in enumerate(group):
+                per_series[index] = [
+                    None if field is None else field[position] for field in ahead
+                ]
+        return ForecastResult(
+            *(
+                None
+                if per_series[0][field] is None
+                else self._gather([one[field] for one in per_series], kind)
+                for field in range(len(ForecastResult._fields))
+            )
+        )
 
 
 class StateMixFilter(_ParticleFilterEstimator):
