@@ -41,6 +41,7 @@ import scipy.linalg
 
 from ._utils import logsumexp
 from .models import LinearGaussianModel, LinearGaussianObservation, kalman_smoother
+from .smoothing import pairwise_transition_log_density
 
 __all__ = [
     "AuxiliaryProposal",
@@ -49,7 +50,6 @@ __all__ = [
     "check_locally_optimal_applies",
     "linear_dynamics_by_em",
     "linear_dynamics_by_moments",
-    "pairwise_transition_log_density",
     "random_walk_model",
     "smoothed_states",
 ]
@@ -412,37 +412,6 @@ class AuxiliaryProposal:
         return "AuxiliaryProposal()"
 
 
-def pairwise_transition_log_density(model, x, x_prev):
-    """Return ``log f(x[m] | x_prev[i])`` for every pair, shape (m, i).
-
-    A model with Gaussian transitions around ``transition_mean`` with diagonal
-    noise ``process_noise`` (as :class:`~statemix_sk.models.GaussianTransitionModel`)
-    takes a fast path by matrix products; any other model of the protocol is
-    evaluated on every pair of rows (memory ``m * i * n_states``).
-    """
-    x, x_prev = numpy.asarray(x, dtype=float), numpy.asarray(x_prev, dtype=float)
-    noise = getattr(model, "process_noise", None)
-    if noise is not None and hasattr(model, "transition_mean"):
-        noise = numpy.broadcast_to(numpy.asarray(noise, dtype=float), x.shape[1:])
-        whitened_x = x / noise
-        whitened_mean = numpy.asarray(model.transition_mean(x_prev)) / noise
-        constant = numpy.sum(numpy.log(noise)) + 0.5 * x.shape[1] * numpy.log(
-            2.0 * numpy.pi
-        )
-        # -0.5 |a - b|^2 = a.b - 0.5 |a|^2 - 0.5 |b|^2, built in place: the (m, i)
-        # array is the cost here.
-        log_density = whitened_x @ whitened_mean.T
-        log_density -= 0.5 * numpy.sum(whitened_x**2, axis=1)[:, None] + constant
-        log_density -= 0.5 * numpy.sum(whitened_mean**2, axis=1)[None, :]
-        # Rounding can make a squared distance slightly negative.
-        return numpy.minimum(log_density, -constant, out=log_density)
-    m, i = len(x), len(x_prev)
-    values = model.transition_log_density(
-        numpy.repeat(x, i, axis=0), numpy.tile(x_prev, (m, 1))
-    )
-    return numpy.reshape(numpy.asarray(values), (m, i))
-
-
 def _log_weighted_sums(pairs, log_a, log_b):
     """Return ``log sum_i a_i exp(pairs[m, i])`` and the same with ``b``, per row.
 
@@ -478,7 +447,8 @@ class ImprovedAuxiliaryProposal:
     ``g(y | x) sum_i W_i f(x | x^i) / sum_i lambda_i f(x | x^i)``; the likelihood
     increment is the mean of those weights. Every sum runs over all particles:
     O(N^2) per step, computed as (N, N) arrays of pairwise log-densities
-    (:func:`pairwise_transition_log_density`), one series at a time.
+    (:func:`~statemix_sk.smoothing.pairwise_transition_log_density`), one series
+    at a time.
 
     In the loop's terms the ancestor draw ``a ~ W eta`` with
     ``eta_m = lambda_m / W_m`` is the draw of the mixture component, and the
