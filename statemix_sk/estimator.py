@@ -240,9 +240,8 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
     # After fitting
     # ----------------------------------------------------------------------------
 
-    def _run_filter(self, Y, return_particles=False):
-        check_is_fitted(self)
-        series, kind = self._validate_series(Y, reset=False)
+    def _filter_series(self, series, seed, return_particles):
+        """Filter series (a list) in one pass with the fitted model; check it."""
         with numpy.errstate(all="ignore"):
             result = particle_filter(
                 _pad(series),
@@ -251,10 +250,16 @@ class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
                 n_particles=self.n_particles,
                 resampling=self.resampling,
                 ess_threshold=self.ess_threshold,
-                random_state=self._eval_seed,
+                random_state=seed,
                 return_particles=return_particles,
             )
         self._check_finite(result)
+        return result
+
+    def _run_filter(self, Y, return_particles=False):
+        check_is_fitted(self)
+        series, kind = self._validate_series(Y, reset=False)
+        result = self._filter_series(series, self._eval_seed, return_particles)
         return result, series, kind
 
     def _check_finite(self, result):
@@ -415,18 +420,9 @@ n_states)
         """
         for group in groups:
             chunk = [series[index] for index in group]
-            with numpy.errstate(all="ignore"):
-                result = particle_filter(
-                    _pad(chunk),
-                    self.model_,
-                    self.proposal_,
-                    n_particles=self.n_particles,
-                    resampling=self.resampling,
-                    ess_threshold=self.ess_threshold,
-                    random_state=self._eval_seed + group[0],
-                    return_particles=return_particles,
-                )
-            self._check_finite(result)
+            result = self._filter_series(
+                chunk, self._eval_seed + group[0], return_particles
+            )
             yield group, chunk, result
 
     @staticmethod

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 
-from statemix_sk import BootstrapFilter, ForecastResult, StateMixFilter
+from statemix_sk import BootstrapFilter, ForecastResult
 from statemix_sk.datasets import make_kuramoto, make_linear_gaussian
 from statemix_sk.filtering import particle_filter
 from statemix_sk.forecasting import _weighted_quantiles, forecast
@@ -198,19 +198,8 @@ def test_forecast_method_keeps_the_structure_of_y():
     assert listed.state_quantiles is None
 
 
-def test_forecast_method_on_a_learned_mixture_transition():
-    Y, _, _ = make_linear_gaussian(20, 3, n_states=2, random_state=0)
-    estimator = StateMixFilter(
-        n_components=2,
-        hidden_layer_sizes=(8,),
-        n_particles=20,
-        max_iter=2,
-        window_length=10,
-        batch_size=2,
-        random_state=0,
-    )
-    with pytest.warns(ConvergenceWarning, match="did not converge"):
-        estimator.fit(Y)
+def test_forecast_method_on_a_learned_mixture_transition(fitted_state_mix):
+    estimator, Y = fitted_state_mix
     ahead = estimator.forecast(Y, 4)
     assert ahead.state_mean.shape == (3, 4, 2)
     assert np.all(np.isfinite(ahead.observation_std))

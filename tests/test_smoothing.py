@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 
-from statemix_sk import BootstrapFilter, LocallyOptimalFilter, StateMixFilter
+from statemix_sk import BootstrapFilter, LocallyOptimalFilter
 from statemix_sk import estimator as estimator_module
 from statemix_sk.datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
 from statemix_sk.filtering import particle_filter
@@ -128,25 +128,6 @@ def _mixture_model(covariance_type, n_states=3):
         np.zeros(n_states),
         np.ones(n_states),
     )
-
-
-@pytest.fixture(scope="module")
-def fitted_state_mix():
-    """A StateMixFilter of two iterations (a mixture of 2 components)."""
-    Y, _, _ = make_linear_gaussian(20, 3, n_states=2, random_state=0)
-    estimator = StateMixFilter(
-        n_components=2,
-        hidden_layer_sizes=(8,),
-        n_particles=20,
-        max_iter=2,
-        window_length=10,
-        batch_size=2,
-        random_state=0,
-    )
-    # Two iterations cannot converge; the warning says so, as it should.
-    with pytest.warns(ConvergenceWarning, match="did not converge"):
-        estimator.fit(Y)
-    return estimator, Y
 
 
 def _known_models():
