@@ -33,7 +33,14 @@ from autograd.extend import defvjp, defvjp_argnums, primitive
 from ._utils import logsumexp
 from .mixtures import _diag_density_gradients, _diag_terms, choose_components
 from .models import LinearGaussianObservation
-from .networks import _mlp_activations, _mlp_backward, _sigmoid
+from .networks import (
+    _mlp_activations,
+    _mlp_backward,
+    _sigmoid,
+    input_width,
+    standardize,
+    standardize_vjp,
+)
 
 __all__ = [
     "KeptIntermediates",
@@ -173,7 +180,7 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
     transition_arrays = arrays[: config.n_transition_arrays]
     proposal_arrays = arrays[config.n_transition_arrays :]
     stats, observation = config.input_stats, config.observation
-    standardized = (x_prev - stats.mean) / stats.scale
+    standardized = standardize(x_prev, stats)
     f_outputs, f_activations = _network_forward(transition_arrays, standardized)
     f_logits, f_means, f_scales, f_sigmoid = _head_forward(
         config.transition_head, f_outputs, x_prev
@@ -296,9 +303,10 @@ def _learned_step_vjp(argnums, result, args, kwargs):
             ),
             weights=proposal_weights,
         )
-        d_standardized = d_inputs[:, :n_states]
+        n_inputs = input_width(config.input_stats)
+        d_standardized = d_inputs[:, :n_inputs]
         # innovation = (y - h(centre)) / noise_scale.
-        d_predicted = -d_inputs[:, n_states:] / observation.noise_scale
+        d_predicted = -d_inputs[:, n_inputs:] / observation.noise_scale
         if isinstance(observation, LinearGaussianObservation):
             d_centre = d_centre + d_predicted @ observation.observation_matrix
         else:
@@ -321,7 +329,9 @@ def _learned_step_vjp(argnums, result, args, kwargs):
             weights=transition_weights,
         )
         d_standardized = d_standardized + d_inputs
-        d_x_prev = d_x_prev + d_standardized / config.input_stats.scale
+        d_x_prev = d_x_prev + standardize_vjp(
+            x_prev, config.input_stats, d_standardized
+        )
         gradients = {}
         if 0 in argnums:
             gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))

@@ -33,7 +33,13 @@ from ._utils import check_scale
 from .fused import KeptIntermediates, StepConfig, learned_proposal_step, take_block
 from .mixtures import GaussianMixture, mixture_log_density, sample_mixture
 from .models import simulate
-from .networks import apply_mixture_head, apply_mlp, init_mlp, standardize
+from .networks import (
+    apply_mixture_head,
+    apply_mlp,
+    init_mlp,
+    input_width,
+    standardize,
+)
 
 __all__ = [
     "MixtureProposal",
@@ -43,6 +49,7 @@ __all__ = [
     "expand_components",
     "init_mixture_network",
     "locally_optimal_gain",
+    "periodic_coordinates",
 ]
 
 
@@ -175,6 +182,61 @@ def locally_optimal_gain(observation_matrix, noise_covariance, increment_scale):
     return gain, numpy.sqrt(numpy.clip(numpy.diag(posterior), 0.0, None))
 
 
+def periodic_coordinates(observation, probes):
+    """State coordinates that ``observation`` sees only modulo ``2 pi``.
+
+    A coordinate is periodic when shifting it by ``2 pi`` leaves the
+    observation's mean unchanged at every probe state (to 1e-9 of the mean's
+    magnitude) while shifting it by 1 changes it: the data then cannot tell a
+    state from the same state with that coordinate ``2 pi`` further (a phase),
+    and a network of the state may as well be periodic in it. A coordinate that
+    the observation does not see at all is not periodic. A linear observation
+    has none.
+
+    Parameters
+    ----------
+    observation : observation model
+        Its ``mean`` maps states of shape (n, n_states) to (n, n_outputs).
+    probes : array of shape (n_probes, n_states)
+        States at which to compare (where the filter will evaluate the model).
+
+    Returns
+    -------
+    coordinates : ndarray of int
+        The periodic coordinates, in increasing order.
+
+    Examples
+    --------
+    >>> from statemix_sk.models import GaussianObservation, phase_observation
+    >>> observation = GaussianObservation(phase_observation, 3, 0.5)
+    >>> periodic_coordinates(observation, numpy.zeros((4, 3))).tolist()
+    [0, 1, 2]
+    """
+    probes = numpy.asarray(probes, dtype=float)
+    if getattr(observation, "observation_matrix", None) is not None:
+        return numpy.zeros(0, dtype=int)
+
+    def mean(states):
+        with numpy.errstate(all="ignore"):
+            return numpy.asarray(observation.mean(states), dtype=float)
+
+    base = mean(probes)
+    if not numpy.all(numpy.isfinite(base)):
+        return numpy.zeros(0, dtype=int)
+    tolerance = 1e-9 * (1.0 + numpy.max(numpy.abs(base), initial=0.0))
+    found = []
+    for coordinate in range(probes.shape[1]):
+        differences = []
+        for shift in (2.0 * numpy.pi, 1.0):
+            shifted = probes.copy()
+            shifted[:, coordinate] += shift
+            differences.append(numpy.max(numpy.abs(mean(shifted) - base), initial=0.0))
+        # NaN differences (the mean not finite there) compare False: not periodic.
+        if differences[0] <= tolerance < differences[1]:
+            found.append(coordinate)
+    return numpy.array(found, dtype=int)
+
+
 DEFAULT_CACHE_BYTES = 128 * 2**20
 """Default memory for the fused step's kept intermediates (see MixtureProposal)."""
 
@@ -205,7 +267,8 @@ class MixtureTransitionModel:
     ----------
     params : dict
         The transition network (see :func:`init_mixture_network`), input size
-        ``n_states``.
+        ``input_width(input_stats)`` (``n_states`` unless some states are
+        periodic).
     head : MixtureHead
     input_stats : Standardizer
         Fixed statistics standardising the previous state.
@@ -265,7 +328,7 @@ class MixtureProposal:
     ----------
     params : dict
         The proposal network (see :func:`init_mixture_network`), input size
-        ``n_states + n_outputs``.
+        ``input_width(input_stats) + n_outputs``.
     head : MixtureHead
     input_stats : Standardizer
         Fixed statistics standardising the previous state (the innovation part of
@@ -449,15 +512,15 @@ particle_filter`; :meth:`init_params` draws such a dict.
         proposal's at ``proposal_gain`` (the locally optimal proposal of that
         start, when the heads' initial scales match; zero: the transition).
         """
-        n_states = self.transition_head.n_dims
-        n_proposal_inputs = n_states + self.observation.n_outputs
+        n_state_inputs = input_width(self.input_stats)
+        n_proposal_inputs = n_state_inputs + self.observation.n_outputs
         transition = init_mixture_network(
             self.transition_head,
-            n_states,
+            n_state_inputs,
             self.hidden_layer_sizes,
             rng,
             linear=self._linear_start(
-                self.transition_head, n_states, 0, self.transition_drift
+                self.transition_head, n_state_inputs, 0, self.transition_drift
             ),
         )
         if self.transition_params is not None:
@@ -474,7 +537,7 @@ particle_filter`; :meth:`init_params` draws such a dict.
                 linear=self._linear_start(
                     self.proposal_head,
                     n_proposal_inputs,
-                    n_states,
+                    n_state_inputs,
                     self.proposal_gain,
                 ),
             ),

@@ -27,9 +27,11 @@ __all__ = [
     "apply_mlp",
     "bounded_scale",
     "init_mlp",
+    "input_width",
     "make_mixture_head",
     "reference_apply_mlp",
     "standardize",
+    "standardize_vjp",
 ]
 
 
@@ -169,17 +171,59 @@ def apply_mlp(params, inputs):
 
 
 class Standardizer(NamedTuple):
-    """Fixed statistics that map a network input to unit scale."""
+    """Fixed statistics that map a network input to unit scale.
+
+    Coordinates listed in ``periodic`` are phases: they enter a network as
+    ``(sin x, cos x)`` instead of standardised, so that the network is
+    2 pi-periodic in them (see :func:`standardize`).
+    """
 
     mean: numpy.ndarray
     """Array of shape (n_features,)."""
     scale: numpy.ndarray
     """Array of shape (n_features,), strictly positive."""
+    periodic: object = None
+    """Int array of the periodic coordinates, or None (none is)."""
+
+
+def input_width(stats):
+    """Return the number of network inputs that :func:`standardize` makes."""
+    extra = 0 if stats.periodic is None else len(stats.periodic)
+    return len(stats.mean) + extra
 
 
 def standardize(x, stats):
-    """Return ``(x - stats.mean) / stats.scale``."""
-    return (x - stats.mean) / stats.scale
+    """Map states ``x`` of shape (n, n_features) to network inputs.
+
+    ``(x - stats.mean) / stats.scale``; a periodic coordinate's column holds
+    ``sin x`` instead, and the ``cos x`` of the periodic coordinates follow the
+    ``n_features`` columns (:func:`input_width` in all).
+    """
+    standardized = (x - stats.mean) / stats.scale
+    if stats.periodic is None or len(stats.periodic) == 0:
+        return standardized
+    is_periodic = numpy.zeros(len(stats.mean), dtype=bool)
+    is_periodic[stats.periodic] = True
+    phases = x[:, stats.periodic]
+    return np.concatenate(
+        [np.where(is_periodic, np.sin(x), standardized), np.cos(phases)], axis=1
+    )
+
+
+def standardize_vjp(x, stats, upstream):
+    """Gradient with respect to ``x`` of ``sum(upstream * standardize(x, stats))``.
+
+    Plain NumPy, for the hand-written backward passes (:mod:`statemix_sk.fused`).
+    """
+    n_features = len(stats.mean)
+    gradient = upstream[:, :n_features] / stats.scale
+    if stats.periodic is None or len(stats.periodic) == 0:
+        return gradient
+    phases = x[:, stats.periodic]
+    gradient[:, stats.periodic] = upstream[:, stats.periodic] * numpy.cos(
+        phases
+    ) - upstream[:, n_features:] * numpy.sin(phases)
+    return gradient
 
 
 class MixtureHead(NamedTuple):

@@ -253,6 +253,7 @@ def test_sample_needs_a_fit():
         {"validation_fraction": 1.0},
         {"n_iter_no_change": 0},
         {"init_dynamics": "bogus"},
+        {"periodic_states": "bogus"},
         {"n_init": 0},
         {"resampling": "bogus"},
         {"observation": "bogus"},
@@ -277,6 +278,11 @@ def test_invalid_parameters_raise_invalid_parameter_error(data, params):
         ),
         ({"initial_state_mean": [0.0, 0.0, 0.0]}, "initial_state_mean"),
         ({"observation_noise": [0.5, 0.5, 0.5]}, "observation_noise"),
+        ({"periodic_states": [2]}, "periodic_states"),
+        ({"periodic_states": [-1]}, "periodic_states"),
+        ({"periodic_states": [0, 0]}, "periodic_states"),
+        ({"periodic_states": [0.5]}, "periodic_states"),
+        ({"periodic_states": [[0]]}, "periodic_states"),
     ],
 )
 def test_invalid_settings_raise_value_error(data, params, match):
@@ -848,3 +854,38 @@ def test_a_series_with_no_observation_trains_and_is_never_the_only_held_out_one(
     assert np.isfinite(model.log_likelihood_)
     with pytest.raises(ValueError, match="early_stopping=True"):
         tiny(early_stopping=True).fit(Y)
+
+
+@ignore_convergence
+def test_periodic_states_make_the_networks_see_phases(data):
+    Y, _, model = make_kuramoto(20, n_sequences=3, n_oscillators=3, random_state=0)
+    options = {"observation": model.observation, "init_dynamics": "random_walk"}
+    n_outputs = model.observation.n_outputs
+
+    def input_sizes(fitted):
+        return [
+            fitted.params_[network]["layers"][0][0].shape[0]
+            for network in ("transition", "proposal")
+        ]
+
+    # "auto": [sin, cos] sees every phase modulo 2 pi.
+    phases = tiny(**options).fit(Y)
+    assert phases.periodic_states_.tolist() == [0, 1, 2]
+    assert input_sizes(phases) == [6, 6 + n_outputs]
+    assert np.isfinite(phases.score(Y))
+    raw = tiny(periodic_states=None, **options).fit(Y)
+    assert raw.periodic_states_.tolist() == []
+    assert input_sizes(raw) == [3, 3 + n_outputs]
+    some = tiny(periodic_states=[2, 0], **options).fit(Y)
+    assert some.periodic_states_.tolist() == [0, 2]
+    assert input_sizes(some) == [5, 5 + n_outputs]
+    # A linear observation has no phase: "auto" is exactly None there.
+    linear = tiny().fit(data)
+    assert linear.periodic_states_.tolist() == []
+    np.testing.assert_array_equal(
+        flat(linear.params_), flat(tiny(periodic_states=None).fit(data).params_)
+    )
+    # A phase given for a linear observation: the linear start leaves it alone.
+    given = tiny(periodic_states=[1]).fit(data)
+    assert input_sizes(given) == [3, 3 + 2]
+    assert np.isfinite(given.score(data))

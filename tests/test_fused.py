@@ -59,6 +59,7 @@ from statemix_sk.models import (
 from statemix_sk.networks import (
     Standardizer,
     apply_mixture_head,
+    input_width,
     make_mixture_head,
     standardize,
 )
@@ -117,8 +118,12 @@ def _random_pieces(
     transition_components,
     proposal_components,
     covariance_types=("diag", "diag"),
+    periodic=None,
 ):
-    """Heads, standardisation and initial distribution drawn at random."""
+    """Heads, standardisation and initial distribution drawn at random.
+
+    ``periodic``: the coordinates that the networks see as phases.
+    """
     heads = [
         make_mixture_head(
             n_components,
@@ -133,7 +138,11 @@ def _random_pieces(
     ]
     return LearnedPieces(
         *heads,
-        Standardizer(rng.standard_normal(n_states), rng.uniform(0.5, 2.0, n_states)),
+        Standardizer(
+            rng.standard_normal(n_states),
+            rng.uniform(0.5, 2.0, n_states),
+            None if periodic is None else np.asarray(periodic, dtype=int),
+        ),
         observation,
         rng.standard_normal(n_states),
         rng.uniform(0.5, 1.5, n_states),
@@ -162,12 +171,12 @@ def _random_network(head, n_inputs, hidden_layer_sizes, rng, dense_scale, linear
 
 def _random_params(pieces, hidden_layer_sizes, rng, dense_scale, linear_scale):
     """Both networks' parameters, ``{"transition": ..., "proposal": ...}``."""
-    n_states = pieces.transition_head.n_dims
-    n_proposal_inputs = n_states + pieces.observation.n_outputs
+    n_state_inputs = input_width(pieces.input_stats)
+    n_proposal_inputs = n_state_inputs + pieces.observation.n_outputs
     return {
         "transition": _random_network(
             pieces.transition_head,
-            n_states,
+            n_state_inputs,
             hidden_layer_sizes,
             rng,
             dense_scale,
@@ -327,14 +336,17 @@ def _params_from_arrays(arrays, n_transition_arrays):
 
 
 # (rows, n_previous, n_states, transition and proposal components, hidden layers,
-# observation kind, n_outputs, dense scale): one component and no hidden layer;
-# sorted rows with repeats; unsorted rows; the nonlinear observation; a
+# observation kind, n_outputs, dense scale, periodic coordinates): one component
+# and no hidden layer; sorted rows with repeats; unsorted rows; the nonlinear
+# observation, with and without phases as inputs (all of them, some); a
 # non-square observation matrix with full noise covariance.
 STEP_CASES = [
-    ([0], 1, 1, 1, 1, (), "diag", 1, 1.0),
-    ([0, 0, 1, 3, 3, 3], 4, 3, 2, 3, (4,), "full", 2, 1.0),
-    ([4, 1, 1, 0, 6, 2, 5], 7, 2, 3, 2, (4, 3), "phase", 4, 2.0),
-    ([2, 0, 1], 3, 4, 4, 4, (5,), "diag", 3, 3.0),
+    ([0], 1, 1, 1, 1, (), "diag", 1, 1.0, None),
+    ([0, 0, 1, 3, 3, 3], 4, 3, 2, 3, (4,), "full", 2, 1.0, None),
+    ([4, 1, 1, 0, 6, 2, 5], 7, 2, 3, 2, (4, 3), "phase", 4, 2.0, None),
+    ([4, 1, 1, 0, 6, 2, 5], 7, 2, 3, 2, (4, 3), "phase", 4, 2.0, [0, 1]),
+    ([1, 2, 2, 0], 3, 3, 2, 2, (5,), "phase", 6, 1.0, [1]),
+    ([2, 0, 1], 3, 4, 4, 4, (5,), "diag", 3, 3.0, None),
 ]
 
 
@@ -353,13 +365,19 @@ def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
         observation_kind,
         n_outputs,
         dense_scale,
+        periodic,
     ) = case
     rng = np.random.default_rng(len(rows))
     np.random.seed(0)  # noqa: NPY002 (check_grads draws directions from it)
     rows = np.array(rows)
     observation = _random_observation(observation_kind, n_states, n_outputs, rng)
     pieces = _random_pieces(
-        rng, n_states, observation, transition_components, proposal_components
+        rng,
+        n_states,
+        observation,
+        transition_components,
+        proposal_components,
+        periodic=periodic,
     )
     params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, 0.3)
     particles = pieces.input_stats.mean + rng.standard_normal((n_previous, n_states))
@@ -586,6 +604,7 @@ def _with_missing_entries(Y, rng, entry_fraction, row_fraction):
     observation_kind=st.sampled_from(["diag", "full", "phase"]),
     dense_scale=st.sampled_from([0.3, 1.0, 3.0]),
     linear_scale=st.sampled_from([0.01, 0.3]),
+    periodic_fraction=st.sampled_from([0.0, 0.5, 1.0]),
     n_particles=st.integers(1, 6),
     n_steps=st.integers(1, 4),
     n_series=st.sampled_from([None, 2, 3]),
@@ -605,6 +624,7 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
     observation_kind,
     dense_scale,
     linear_scale,
+    periodic_fraction,
     n_particles,
     n_steps,
     n_series,
@@ -618,8 +638,15 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
     # 1 keeps the first step's and recomputes the others', the default keeps all.
     rng = np.random.default_rng(seed)
     observation = _random_observation(observation_kind, n_states, n_outputs, rng)
+    # Phases as inputs (periodic_fraction of the coordinates at random).
+    periodic = np.flatnonzero(rng.random(n_states) < periodic_fraction)
     pieces = _random_pieces(
-        rng, n_states, observation, transition_components, proposal_components
+        rng,
+        n_states,
+        observation,
+        transition_components,
+        proposal_components,
+        periodic=periodic if periodic.size else None,
     )
     params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, linear_scale)
     # Observations from the learned model itself, so that the weights are neither

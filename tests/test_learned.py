@@ -1,3 +1,4 @@
+import autograd.numpy as anp
 import numpy as np
 import pytest
 
@@ -10,8 +11,14 @@ from statemix_sk.learned import (
     expand_components,
     init_mixture_network,
     locally_optimal_gain,
+    periodic_coordinates,
 )
-from statemix_sk.models import LinearGaussianObservation, simulate
+from statemix_sk.models import (
+    GaussianObservation,
+    LinearGaussianObservation,
+    phase_observation,
+    simulate,
+)
 from statemix_sk.networks import Standardizer, make_mixture_head
 
 
@@ -175,3 +182,82 @@ def test_expand_components_copies_one_component_into_every_one(covariance_type):
     np.testing.assert_allclose(
         near.means, np.repeat(fitted.means, 3, axis=1), atol=0.05 * spread.max()
     )
+
+
+def _sine_and_state(x):
+    return anp.stack([anp.sin(x[:, 0]), x[:, 1], anp.cos(2 * x[:, 2])], axis=1)
+
+
+def _first_two(x):
+    return anp.stack([anp.sin(x[:, 0]), anp.cos(x[:, 1])], axis=1)
+
+
+def _undefined_beyond_one_and_a_half(x):
+    inside = anp.where(anp.abs(x[:, 0]) < 1.5, anp.sin(x[:, 0]), anp.nan)
+    return anp.stack([inside, anp.sin(x[:, 1])], axis=1)
+
+
+@pytest.mark.parametrize(
+    ("observation", "expected"),
+    [
+        (GaussianObservation(phase_observation, 4, 0.5), [0, 1, 2, 3]),
+        # A phase, a plain coordinate, a phase seen as cos(2 x) (period pi, so
+        # 2 pi too).
+        (GaussianObservation(_sine_and_state, 3, 0.5), [0, 2]),
+        # The third coordinate is not observed at all: not a phase.
+        (GaussianObservation(_first_two, 3, 0.5), [0, 1]),
+        # NaN at some probes: nothing is claimed.
+        (GaussianObservation(_undefined_beyond_one_and_a_half, 2, 0.5), []),
+        (LinearGaussianObservation(np.ones((2, 3)), noise_scale=0.5), []),
+        # A linear map that ignores a coordinate: still none.
+        (LinearGaussianObservation(np.eye(3)[:2], noise_scale=0.5), []),
+    ],
+    ids=["kuramoto", "mixed", "unobserved", "non-finite", "linear", "partial"],
+)
+def test_periodic_coordinates_are_those_the_observation_sees_modulo_2_pi(
+    observation, expected
+):
+    probes = np.random.default_rng(0).normal(size=(64, observation.n_states))
+    assert periodic_coordinates(observation, probes).tolist() == expected
+
+
+def test_a_transition_of_phases_is_periodic_in_them():
+    # f(x + 2 pi e_i | x_prev + 2 pi e_i) = f(x | x_prev) for a periodic i: the
+    # mixture's means move by 2 pi, its weights and scales do not change.
+    rng = np.random.default_rng(5)
+    n_states = 3
+    head = make_mixture_head(3, n_states, location_scale=0.3, initial_scale=0.3)
+    stats = Standardizer(np.zeros(n_states), np.ones(n_states), np.array([0, 2]))
+    params = init_mixture_network(head, 5, (8,), rng)
+    # Far from the near-zero start, so that the network's inputs matter.
+    params["layers"] = [
+        (rng.normal(size=W.shape), rng.normal(size=b.shape))
+        for W, b in params["layers"]
+    ]
+    observation = GaussianObservation(phase_observation, n_states, 0.5)
+    model = MixtureTransitionModel(
+        params, head, stats, observation, np.zeros(n_states), np.ones(n_states)
+    )
+    x_prev = rng.normal(size=(10, n_states))
+    x = x_prev + 0.3 * rng.normal(size=(10, n_states))
+    for shift, periodic in (
+        ([2 * np.pi, 0, 0], True),
+        ([0, 0, -4 * np.pi], True),
+        (
+            [0, 2 * np.pi, 0],
+            False,
+        ),
+    ):
+        before = model.transition_mixture(x_prev)
+        after = model.transition_mixture(x_prev + np.array(shift))
+        same = np.allclose(after.logits, before.logits, atol=1e-10) and np.allclose(
+            after.scales, before.scales, atol=1e-10
+        )
+        assert same == periodic
+        if periodic:
+            np.testing.assert_allclose(after.means, before.means + shift, atol=1e-10)
+            np.testing.assert_allclose(
+                model.transition_log_density(x + shift, x_prev + shift),
+                model.transition_log_density(x, x_prev),
+                atol=1e-10,
+            )

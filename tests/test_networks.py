@@ -1,7 +1,9 @@
 """Tests for the dense networks, their initialisation and the mixture head."""
 
+import autograd.numpy as anp
 import numpy as np
 import pytest
+from autograd import grad
 from autograd.test_util import check_grads
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,8 +15,10 @@ from statemix_sk.networks import (
     apply_mixture_head,
     apply_mlp,
     init_mlp,
+    input_width,
     make_mixture_head,
     standardize,
+    standardize_vjp,
 )
 
 
@@ -265,3 +269,30 @@ def test_standardize():
     np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-12)
     np.testing.assert_allclose(z * stats_.scale + stats_.mean, x, rtol=1e-12)
+
+
+def test_periodic_coordinates_enter_as_sine_and_cosine():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20, 3)) * 4
+    stats_ = Standardizer(np.array([1.0, 2.0, 3.0]), np.array([2.0, 0.5, 4.0]), [2, 0])
+    z = standardize(x, stats_)
+    assert z.shape == (20, input_width(stats_)) == (20, 5)
+    np.testing.assert_array_equal(z[:, 0], np.sin(x[:, 0]))
+    np.testing.assert_array_equal(z[:, 1], (x[:, 1] - 2.0) / 0.5)
+    np.testing.assert_array_equal(z[:, 2], np.sin(x[:, 2]))
+    np.testing.assert_array_equal(z[:, 3:], np.cos(x[:, [2, 0]]))
+    # A shift by 2 pi of a periodic coordinate changes no input (to rounding).
+    shifted = x + np.array([2 * np.pi, 0.0, -4 * np.pi])
+    np.testing.assert_allclose(standardize(shifted, stats_), z, atol=1e-13)
+
+
+@pytest.mark.parametrize("periodic", [None, [], [1], [0, 1, 2]])
+def test_standardize_vjp_is_the_gradient_of_standardize(periodic):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 3)) * 3
+    stats_ = Standardizer(rng.normal(size=3), rng.uniform(0.5, 2, 3), periodic)
+    upstream = rng.normal(size=(6, input_width(stats_)))
+    expected = grad(lambda x: anp.sum(upstream * standardize(x, stats_)))(x)
+    np.testing.assert_allclose(
+        standardize_vjp(x, stats_, upstream), expected, rtol=1e-13, atol=1e-15
+    )

@@ -477,6 +477,13 @@ BAD_PARAMETERS = {
     ),
     "update": _bad_name("joint", "alternating"),
     "init_dynamics": _bad_name("regression", "linear", "random_walk"),
+    "periodic_states": st.one_of(
+        st.lists(st.integers(N_FEATURES, 50), min_size=1, max_size=3),
+        st.lists(st.integers(-50, -1), min_size=1, max_size=3),
+        st.lists(st.floats(), min_size=1, max_size=3),
+        st.sampled_from([[0, 0], [[0]], [0.0], [True]]),
+        st.text(max_size=6).filter(lambda text: text != "auto"),
+    ),
     "early_stopping": _bad_boolean,
 }
 
