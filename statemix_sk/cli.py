@@ -142,6 +142,7 @@ def _reproduce(args):
         "max_iter": args.max_iter,
         "train_particles": args.train_particles,
         "floor_particles": args.floor_particles,
+        "filter_passes": args.filter_passes,
     }
     n_jobs = args.n_jobs if args.n_jobs > 0 else joblib_cpu_count()
     estimate = estimate_seconds(args.experiment, settings, n_jobs=n_jobs)
@@ -160,7 +161,10 @@ def _reproduce(args):
         f"one StateMixFilter fit per size and S, on nested subsets) and "
         f"{args.n_test} test series, all of {args.n_steps} steps; N in "
         f"{args.n_particles}, S in {args.n_components}, {training}, floor with "
-        f"N = {args.floor_particles}, {plural(n_jobs, 'job')}, seed {args.seed}.\n"
+        f"N = {args.floor_particles}, "
+        f"{args.filter_passes} filter pass{'es' if args.filter_passes > 1 else ''} "
+        "per method, "
+        f"{plural(n_jobs, 'job')}, seed {args.seed}.\n"
         f"Estimated time: about {estimate / 60:.0f} min (rough). Results go to "
         f"{Path(args.output).resolve()}/.",
         flush=True,
@@ -351,6 +355,14 @@ def build_parser():
         type=_positive_int,
         default=10_000,
         help="particles of the floor filter",
+    )
+    reproduce.add_argument(
+        "--filter-passes",
+        type=_positive_int,
+        default=1,
+        help="passes of every method's filter over the test series, each with its "
+        "own seed, averaged (the floor filters once): one pass at small N is a "
+        "noisy judge where filters lose track on some seeds",
     )
     reproduce.add_argument(
         "--n-jobs",

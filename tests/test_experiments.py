@@ -320,3 +320,24 @@ def test_reproduce_command_writes_results(tmp_path, capsys):
     else:
         for name in ("mse.png", "trajectory.png", "learning_curve.png"):
             assert (tmp_path / name).exists()
+
+
+def test_filter_passes_average_passes_with_their_own_seeds():
+    settings = {**TINY, "n_particles": [10], "n_train": 2, "runs": 1, "seed": 0}
+    one = run_one("kuramoto", np.random.SeedSequence(4), settings)
+    settings["filter_passes"] = 3
+    three = run_one("kuramoto", np.random.SeedSequence(4), settings)
+    for single, averaged in zip(one["rows"], three["rows"], strict=True):
+        assert single["method"] == averaged["method"]
+        if single["n_particles"] in (None, settings["floor_particles"]):
+            # Observation-only has no filter; the floor filters once.
+            assert averaged["mse"] == single["mse"]
+            assert "mse_by_pass" not in averaged
+            continue
+        passes = averaged["mse_by_pass"]
+        # The first pass is the filter's own (one-pass) run; the others differ
+        # from it, and the row's MSE is their mean (squared errors averaged).
+        assert passes[0] == single["mse"]
+        assert len(set(passes)) == 3
+        assert averaged["mse"] == pytest.approx(np.mean(passes), rel=1e-12)
+        assert averaged["n_iter"] == single["n_iter"]
