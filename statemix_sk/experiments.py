@@ -625,8 +625,10 @@ def summarize(results):
     and log-likelihood per step, each mean and standard error over runs;
     improvement ``1 - MSE / MSE_ref`` over the improved auxiliary and the
     bootstrap filters at that ``N``; headroom closed
-    ``(MSE_IAPF - MSE) / (MSE_IAPF - MSE_floor)``; mean epochs (StateMixFilter)
-    and mean fit and filter seconds per run. Results written before ``n_train``
+    ``(MSE_IAPF - MSE) / (MSE_IAPF - MSE_floor)``; the MSE minus IAPF's and
+    minus the bootstrap filter's, paired by run (mean and standard error, for
+    rows with an ``N``); mean epochs (StateMixFilter) and mean fit
+    and filter seconds per run. Results written before ``n_train``
     became an axis (rows without it) are read as one training size.
     """
 
@@ -655,6 +657,10 @@ def summarize(results):
             collected[("improved auxiliary", n_particles, None, None)], "mse"
         )
         bootstrap = mean_of(collected[("bootstrap", n_particles, None, None)], "mse")
+        references = {
+            "iapf": collected[("improved auxiliary", n_particles, None, None)],
+            "bootstrap": collected[("bootstrap", n_particles, None, None)],
+        }
         baselines = [
             k
             for k in collected
@@ -669,6 +675,16 @@ def summarize(results):
         for k in keys:
             rows = collected[k]
             mse, mse_error = _mean_and_error(row["mse"] for row in rows)
+            paired = {}
+            for name, reference in references.items():
+                # Run by run: the runs share their test series, so the paired
+                # difference is free of the spread between runs.
+                same_runs = k[1] is not None and len(rows) == len(reference)
+                paired[name] = _mean_and_error(
+                    row["mse"] - other["mse"]
+                    for row, other in zip(rows, reference, strict=same_runs)
+                    if same_runs
+                )
             log_likelihood, log_likelihood_error = _mean_and_error(
                 row["log_likelihood"] for row in rows
             )
@@ -686,6 +702,10 @@ def summarize(results):
                     "headroom_closed": (iapf - mse) / headroom
                     if headroom > 0
                     else None,
+                    "mse_minus_iapf": paired["iapf"][0],
+                    "mse_minus_iapf_standard_error": paired["iapf"][1],
+                    "mse_minus_bootstrap": paired["bootstrap"][0],
+                    "mse_minus_bootstrap_standard_error": paired["bootstrap"][1],
                     "log_likelihood": log_likelihood,
                     "log_likelihood_standard_error": log_likelihood_error,
                     "n_iter": mean_of(rows, "n_iter"),
@@ -702,6 +722,15 @@ def _format(value, digits=3, percent=False):
     text = f"{100 * value:.0f}%" if percent else f"{value:.{digits}f}"
     # A value that rounds to zero reads "0", not "-0".
     return text[1:] if text.startswith("-") and not text.strip("-0.%") else text
+
+
+def _signed(value):
+    """Format a difference with its sign."""
+    if value is None:
+        return "-"
+    text = f"{value:+.3f}"
+    # A difference that rounds to zero reads "0.000", without a sign.
+    return text[1:] if not text.strip("+-0.") else text
 
 
 def plural(count, word):
@@ -783,6 +812,26 @@ def format_tables(results):
                 )
                 + " |"
             )
+        for reference, method, name in (
+            ("iapf", "improved auxiliary", "IAPF's"),
+            ("bootstrap", "bootstrap", "the bootstrap filter's"),
+        ):
+            paired = [
+                f"{_label(row, sizes)} {_signed(row[f'mse_minus_{reference}'])} "
+                f"+/- {_format(row[f'mse_minus_{reference}_standard_error'])}"
+                for row in results["summary"]
+                if row["block"] == n_particles
+                and row.get(f"mse_minus_{reference}_standard_error") is not None
+                and row["method"] not in (method, "observation-only")
+                and not row["method"].startswith("floor")
+            ]
+            if paired:
+                lines += [
+                    "",
+                    f"MSE minus {name}, paired by run (mean +/- s.e.): "
+                    + "; ".join(paired)
+                    + ".",
+                ]
         if any(
             row["block"] == n_particles and row["headroom_closed"] is None
             for row in results["summary"]

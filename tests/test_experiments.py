@@ -156,6 +156,26 @@ def test_summary_is_computed_from_the_runs(lorenz):
                     np.std(values, ddof=1) / np.sqrt(2)
                 )
             assert row["n_iter"] == 1
+            # Paired by run: the mean and standard error of the differences.
+            for reference, name in (
+                ("iapf", "improved auxiliary"),
+                ("bootstrap", "bootstrap"),
+            ):
+                reference_mse = [
+                    r["mse"]
+                    for run in lorenz["runs"]
+                    for r in run["rows"]
+                    if r["method"] == name and r["n_particles"] == n
+                ]
+                differences = np.array([r["mse"] for r in rows]) - reference_mse
+                assert row[f"mse_minus_{reference}"] == pytest.approx(
+                    differences.mean()
+                )
+                assert row[f"mse_minus_{reference}_standard_error"] == pytest.approx(
+                    np.std(differences, ddof=1) / np.sqrt(2)
+                )
+        # Observation-only has no N: it is not paired with a block's filters.
+        assert by_key[n, "observation-only", None]["mse_minus_iapf"] is None
         assert by_key[n, "improved auxiliary", None]["headroom_closed"] == (
             pytest.approx(0)
         )
@@ -166,6 +186,8 @@ def test_summary_is_computed_from_the_runs(lorenz):
 
 def test_tables_have_a_block_per_n_and_label_the_training_sizes(lorenz):
     tables = format_tables(lorenz)
+    assert tables.count("MSE minus IAPF's, paired by run") == 2
+    assert tables.count("MSE minus the bootstrap filter's, paired by run") == 2
     assert "**N = 10**" in tables and "**N = 20**" in tables
     assert "trained on 3 and 2 series of 12 steps" in tables
     large = "| StateMixFilter (S = 1, 3 series) |"
