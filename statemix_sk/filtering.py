@@ -21,6 +21,8 @@ into one array of ``n = B * N`` rows, series after series, and ``y`` is given pe
 (shape (n, n_outputs)), so that models, observation models and proposals only ever
 see rows; each series is weighted, normalised and resampled on its own. One pass
 over ``B`` series costs autograd's per-call overhead once instead of ``B`` times.
+The random numbers of a step are drawn for all the rows at once, so a series
+filtered in another batch (or in a batch split in parts) gets other draws.
 
 At step ``t`` with particles ``x_{t-1}`` and normalised log-weights ``log W``:
 
@@ -48,13 +50,21 @@ step, with no first-stage weights).
 Everything is in the log domain. Random draws and ancestor indices are constants
 for autograd; the reported summaries (means, scales, ESS) are computed from the
 values, outside the trace.
+
+**Cost.** A pass and its gradient take time linear in the number of steps: the
+traced increments are joined by one primitive whose VJP hands each step its
+slice of the gradient (autograd's ``concatenate`` VJP is quadratic in the number
+of pieces). A pass's per-step outputs are written into arrays allocated once,
+so that a pass without gradient holds little more than what it returns.
 """
 
+import warnings
 from typing import NamedTuple
 
 import autograd.numpy as np
 import numpy
-from autograd.tracer import getval
+from autograd.extend import defvjp_argnums, primitive
+from autograd.tracer import getval, isbox
 
 from ._utils import (
     as_generator,
@@ -227,6 +237,63 @@ def _initial_cloud(particles, log_weights, shape, batched):
     return numpy.reshape(particles, (n_series * n_particles, n_states)), log_weights
 
 
+def _record(records, step, t, n_steps):
+    """Write step ``t``'s values into ``records``, allocating them at step 0.
+
+    Each record has shape (n_series, n_steps, ...) and the dtype of its first
+    value, as ``numpy.stack(values, axis=1)`` of the values would.
+    """
+    for key, value in step.items():
+        value = numpy.asarray(value)
+        if t == 0:
+            records[key] = numpy.empty(
+                (value.shape[0], n_steps, *value.shape[1:]), dtype=value.dtype
+            )
+        records[key][:, t] = value
+
+
+@primitive
+def _join_columns(*pieces):
+    """``numpy.concatenate(pieces, axis=1)``, with a VJP linear in the pieces.
+
+    autograd's own VJP of ``concatenate`` finds each piece's columns by adding
+    up the widths of all the pieces before it, once per piece: O(T**2) for the
+    T increments of a series, which made the gradient of a long series
+    quadratic in its length. Here the offsets are added up once.
+    """
+    return numpy.concatenate(pieces, axis=1)
+
+
+def _join_columns_vjp(argnums, result, args, kwargs):
+    widths = [numpy.shape(piece)[1] for piece in args]
+    stops = numpy.cumsum(widths)
+    starts = stops - widths
+
+    def vjp(upstream):
+        # Views of the upstream gradient, as autograd's concatenate VJP gives.
+        return tuple(upstream[:, starts[i] : stops[i]] for i in argnums)
+
+    return vjp
+
+
+defvjp_argnums(_join_columns, _join_columns_vjp)
+
+
+def _joined_increments(values, traced):
+    """Return the (n_series, n_steps) increments, traced where the steps were.
+
+    ``values`` holds every step's values; ``traced`` the ``(step, increment)``
+    pairs of the steps whose increment autograd traces. Without any, the values
+    are the result (no list of steps kept, nothing joined).
+    """
+    if not traced:
+        return values
+    pieces = [values[:, t : t + 1] for t in range(values.shape[1])]
+    for t, increment in traced:
+        pieces[t] = increment
+    return _join_columns(*pieces)
+
+
 def particle_filter(
     Y,
     model,
@@ -254,7 +321,7 @@ def particle_filter(
     proposal : object, default=None
         See the module docstring; None is the bootstrap filter.
     n_particles : int, default=100
-        ``N``, per series.
+        ``N``, per series (1 warns: see Warns).
     resampling : {"systematic", "stratified", "multinomial", "residual"}, \
 default="systematic"
     ess_threshold : float in [0, 1], default=1.0
@@ -284,6 +351,12 @@ default="systematic"
     -------
     result : FilterResult
 
+    Warns
+    -----
+    UserWarning
+        When ``n_particles`` is 1: one particle cannot be weighted against
+        another, so the filter's estimates are those of its proposal alone.
+
     Examples
     --------
     >>> from statemix_sk.datasets import make_linear_gaussian
@@ -294,6 +367,15 @@ default="systematic"
     """
     Y, batched = _check_series(Y, model.observation.n_outputs)
     n_particles = check_positive_int(n_particles, "n_particles")
+    if n_particles == 1:
+        warnings.warn(
+            "n_particles=1: a particle filter with one particle cannot weight "
+            "anything (its normalised weight is always 1, and resampling only "
+            "copies it), so its estimates are those of its proposal alone. Use "
+            "n_particles=2 or more (in practice 100 or more).",
+            UserWarning,
+            stacklevel=2,
+        )
     if not 0.0 <= ess_threshold <= 1.0:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}.")
     scheme = get_resampling_scheme(resampling)
@@ -309,9 +391,6 @@ default="systematic"
     # Row offsets of each series' block, to turn per-series ancestors into rows.
     offsets = (numpy.arange(n_series) * n_particles)[:, None]
     identity = numpy.broadcast_to(numpy.arange(n_particles), (n_series, n_particles))
-    observed = ~numpy.isnan(Y)
-    fully_observed = observed.all(axis=2)
-    partly_observed = observed.any(axis=2)
 
     if initial_particles is None:
         if initial_log_weights is not None:
@@ -328,22 +407,19 @@ default="systematic"
             (n_series, n_particles, model.n_states),
             batched,
         )
-    records = {
-        key: []
-        for key in (
-            "increments",
-            "means",
-            "scales",
-            "ess",
-            "resampled",
-            "particles",
-            "log_weights",
-            "ancestors",
-            "reference",
-        )
-    }
+    # The per-step outputs are written into arrays allocated at the first step
+    # (shape and dtype from its values), not kept in lists and stacked: a pass
+    # then holds its outputs once, whatever the length of the series.
+    records = {}
+    # Traced increments, joined at the end by one primitive (_join_columns);
+    # untraced ones go straight into ``increment_values``.
+    traced_increments = []
+    increment_values = numpy.empty((n_series, n_steps))
     for t in range(n_steps):
-        uses_proposal = fully_observed[:, t]
+        # Per step, not for all of Y at once: nothing that grows with the series.
+        observed = ~numpy.isnan(Y[:, t])
+        uses_proposal = observed.all(axis=1)
+        partly_observed = observed.any(axis=1)
         if n_series == 1:
             # A read-only view: nothing to copy, and nothing kept on the tape.
             y_rows = numpy.broadcast_to(Y[0, t], (n_rows, Y.shape[2]))
@@ -427,65 +503,59 @@ default="systematic"
         log_w = log_carried
         if log_ratio is not None:
             log_w = log_w + np.reshape(log_ratio, (n_series, n_particles))
-        if observed[:, t].any():
+        if partly_observed.any():
             log_w = log_w + np.reshape(
                 model.observation.log_density(particles, y_rows),
                 (n_series, n_particles),
             )
         increment = logsumexp(log_w, axis=1, keepdims=True)
-        if not partly_observed[:, t].all():
+        if not partly_observed.all():
             # Nothing observed: the increment is log 1 = 0, exactly, not 0 up to
             # rounding; its gradient (the resampling score) is kept.
             increment = np.where(
-                partly_observed[:, t, None], increment, increment - getval(increment)
+                partly_observed[:, None], increment, increment - getval(increment)
             )
         log_weights = log_w - increment
 
-        records["increments"].append(increment)
+        if isbox(increment):
+            traced_increments.append((t, increment))
+        increment_values[:, t] = getval(increment)[:, 0]
         weight_values = numpy.exp(getval(log_weights))
         particle_values = numpy.reshape(getval(particles), (n_series, n_particles, -1))
         mean = numpy.einsum("bn,bnd->bd", weight_values, particle_values)
         spread = numpy.einsum(
             "bn,bnd->bd", weight_values, (particle_values - mean[:, None]) ** 2
         )
-        records["means"].append(mean)
-        records["scales"].append(numpy.sqrt(spread))
-        records["ess"].append(ess_from_log_weights(getval(log_weights)))
-        records["resampled"].append(resample)
+        step = {
+            "means": mean,
+            "scales": numpy.sqrt(spread),
+            "ess": ess_from_log_weights(getval(log_weights)),
+            "resampled": resample,
+        }
         if return_particles:
-            records["particles"].append(particle_values)
-            records["log_weights"].append(getval(log_weights))
-            records["ancestors"].append(ancestors)
-            records["reference"].append(reference)
+            step.update(
+                particles=particle_values,
+                log_weights=getval(log_weights),
+                ancestors=ancestors,
+                reference=reference,
+            )
+        _record(records, step, t, n_steps)
 
-    increments = np.concatenate(records["increments"], axis=1)
-    stacked = {
-        key: numpy.stack(records[key], axis=1) if records[key] else None
-        for key in (
-            "means",
-            "scales",
-            "ess",
-            "resampled",
-            "particles",
-            "log_weights",
-            "ancestors",
-            "reference",
-        )
-    }
+    increments = _joined_increments(increment_values, traced_increments)
     final_particles = numpy.reshape(
         numpy.array(getval(particles)), (n_series, n_particles, -1)
     )
     result = FilterResult(
         log_likelihood=np.sum(increments, axis=1),
         log_likelihood_increments=increments,
-        filtered_means=stacked["means"],
-        filtered_scales=stacked["scales"],
-        ess=stacked["ess"],
-        resampled=stacked["resampled"],
-        particles=stacked["particles"],
-        log_weights=stacked["log_weights"],
-        ancestors=stacked["ancestors"],
-        resampling_log_weights=stacked["reference"],
+        filtered_means=records["means"],
+        filtered_scales=records["scales"],
+        ess=records["ess"],
+        resampled=records["resampled"],
+        particles=records.get("particles"),
+        log_weights=records.get("log_weights"),
+        ancestors=records.get("ancestors"),
+        resampling_log_weights=records.get("reference"),
         final_particles=final_particles,
         final_log_weights=numpy.array(getval(log_weights)),
     )

@@ -91,6 +91,7 @@ class LearnedFilter:
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:n_particles=1:UserWarning")
 @given(
     seed=st.integers(0, 2**16),
     n_states=st.integers(1, 3),

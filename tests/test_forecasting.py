@@ -90,6 +90,7 @@ def test_forecast_matches_the_kalman_forecast(gap):
 
 
 @settings(deadline=None, max_examples=15)
+@pytest.mark.filterwarnings("ignore:n_particles=1:UserWarning")
 @given(
     n_series=st.one_of(st.none(), st.integers(1, 3)),
     n_particles=st.integers(1, 12),

@@ -594,6 +594,7 @@ def _with_missing_entries(Y, rng, entry_fraction, row_fraction):
 
 
 @settings(max_examples=60, deadline=None)
+@pytest.mark.filterwarnings("ignore:n_particles=1:UserWarning")
 @given(
     seed=st.integers(0, 2**16),
     n_states=st.integers(1, 4),

@@ -23,6 +23,7 @@ from statemix_sk.smoothing import (
 
 
 @settings(deadline=None, max_examples=25)
+@pytest.mark.filterwarnings("ignore:n_particles=1:UserWarning")
 @given(
     n_steps=st.integers(1, 8),
     n_particles=st.integers(1, 20),
@@ -248,6 +249,7 @@ def test_ffbs_is_within_monte_carlo_error_of_the_kalman_smoother(gap):
 
 
 @settings(deadline=None, max_examples=15)
+@pytest.mark.filterwarnings("ignore:n_particles=1:UserWarning")
 @given(
     n_steps=st.integers(1, 6),
     n_particles=st.integers(1, 15),
