@@ -549,11 +549,20 @@ class LocallyOptimalProposal:
     many particles this filter is the best any filter can do with the true model;
     the experiments use it (N = 10,000) as the floor.
 
+    Where some entries of ``y_t`` are missing (NaN), the same formulas hold with
+    the observation restricted to the observed entries (the rows of ``H``, the
+    sub-block of ``R``): the proposal is still exact, and the weight is
+    ``p(y_t^obs | x_{t-1})``. The gain and covariance are computed once per
+    pattern of missing entries and kept.
+
     Parameters
     ----------
     model : state-space model
         Checked by :func:`check_locally_optimal_applies`.
     """
+
+    handles_missing_entries = True
+    """The filter gives it partly observed steps (with NaN), not only full ones."""
 
     def __init__(self, model):
         check_locally_optimal_applies(model)
@@ -564,37 +573,86 @@ class LocallyOptimalProposal:
                 numpy.asarray(model.process_noise, dtype=float) ** 2, (H.shape[1],)
             )
         )
-        innovation_cov = H @ Q @ H.T + R
-        self.gain = scipy.linalg.solve(innovation_cov, H @ Q, assume_a="pos").T
-        # The covariance in information form, (Q^-1 + H' R^-1 H)^-1: positive
-        # definite by construction. Q - K H Q loses it to cancellation when R is
-        # small next to H Q H' (a nearly noiseless observation).
-        whitened = scipy.linalg.solve_triangular(
-            numpy.linalg.cholesky(R), H, lower=True
-        )
-        information = numpy.diag(1.0 / numpy.diag(Q)) + whitened.T @ whitened
-        covariance = scipy.linalg.cho_solve(
-            scipy.linalg.cho_factor(information, lower=True), numpy.eye(len(Q))
-        )
-        self.cholesky = numpy.linalg.cholesky(0.5 * (covariance + covariance.T))
-        self.log_det = 2.0 * numpy.sum(numpy.log(numpy.diag(self.cholesky)))
         self.observation_matrix = H
+        self._noise_covariance = R
+        self._process_covariance = Q
+        self._by_pattern = {}
+        self.gain, self.cholesky, self.log_det = self._conditional(
+            numpy.ones(len(H), dtype=bool)
+        )
+
+    def _conditional(self, observed):
+        """Gain, covariance factor and log-determinant given the observed entries.
+
+        The gain has a zero column for each missing entry, so it can multiply a
+        residual whose missing entries are anything finite.
+        """
+        key = observed.tobytes()
+        if key in self._by_pattern:
+            return self._by_pattern[key]
+        H_all, Q = self.observation_matrix, self._process_covariance
+        gain = numpy.zeros((len(Q), len(H_all)))
+        if observed.any():
+            H = H_all[observed]
+            R = self._noise_covariance[numpy.ix_(observed, observed)]
+            innovation_cov = H @ Q @ H.T + R
+            gain[:, observed] = scipy.linalg.solve(
+                innovation_cov, H @ Q, assume_a="pos"
+            ).T
+            # The covariance in information form, (Q^-1 + H' R^-1 H)^-1: positive
+            # definite by construction. Q - K H Q loses it to cancellation when R
+            # is small next to H Q H' (a nearly noiseless observation).
+            whitened = scipy.linalg.solve_triangular(
+                numpy.linalg.cholesky(R), H, lower=True
+            )
+            information = numpy.diag(1.0 / numpy.diag(Q)) + whitened.T @ whitened
+            covariance = scipy.linalg.cho_solve(
+                scipy.linalg.cho_factor(information, lower=True), numpy.eye(len(Q))
+            )
+        else:
+            covariance = Q
+        cholesky = numpy.linalg.cholesky(0.5 * (covariance + covariance.T))
+        log_det = 2.0 * numpy.sum(numpy.log(numpy.diag(cholesky)))
+        self._by_pattern[key] = gain, cholesky, log_det
+        return self._by_pattern[key]
 
     def first_stage_log_weights(self, model, particles, log_weights, y):
         """Return None: the weight is ``p(y_t | x_{t-1})``, applied after the move."""
         return None
 
     def propose(self, model, x_prev, y, rng, context):
-        """Draw from ``p(x_t | x_{t-1}, y_t)``; return ``log f - log q``."""
+        """Draw from ``p(x_t | x_{t-1}, y_t)``; return ``log f - log q``.
+
+        NaN entries of ``y`` are missing: each row conditions on its observed
+        entries only.
+        """
         mean = np.asarray(model.transition_mean(x_prev))
-        centre = mean + (y - mean @ self.observation_matrix.T) @ self.gain.T
-        noise = rng.standard_normal(numpy.shape(centre))
-        x = centre + noise @ self.cholesky.T
+        y = numpy.asarray(y, dtype=float)
+        observed = ~numpy.isnan(y)
         n_states = self.cholesky.shape[0]
+        if observed.all():
+            centre = mean + (y - mean @ self.observation_matrix.T) @ self.gain.T
+            noise = rng.standard_normal(numpy.shape(centre))
+            x = centre + noise @ self.cholesky.T
+            log_det = self.log_det
+        else:
+            # Rows share a few patterns of missing entries (one per series).
+            patterns, inverse = numpy.unique(
+                numpy.broadcast_to(observed, numpy.shape(mean)[:1] + y.shape[-1:]),
+                axis=0,
+                return_inverse=True,
+            )
+            parts = [self._conditional(pattern) for pattern in patterns]
+            inverse = inverse.ravel()
+            gains = numpy.stack([part[0] for part in parts])[inverse]
+            choleskys = numpy.stack([part[1] for part in parts])[inverse]
+            log_det = numpy.array([part[2] for part in parts])[inverse]
+            residual = numpy.where(observed, y, 0.0) - mean @ self.observation_matrix.T
+            centre = mean + np.einsum("nij,nj->ni", gains, residual)
+            noise = rng.standard_normal(numpy.shape(centre))
+            x = centre + numpy.einsum("nij,nj->ni", choleskys, noise)
         log_q = -0.5 * (
-            np.sum(noise**2, axis=1)
-            + self.log_det
-            + n_states * numpy.log(2.0 * numpy.pi)
+            np.sum(noise**2, axis=1) + log_det + n_states * numpy.log(2.0 * numpy.pi)
         )
         return x, model.transition_log_density(x, x_prev) - log_q
 

@@ -43,9 +43,13 @@ mixture-component choice gives a proposal's mixture weights only the gradient of
 the density terms.
 
 **Missing observations**: NaN entries of ``y`` are missing. The observation density
-uses the observed entries only (none: no term at all), and at any step where a
-series has a NaN the proposal is not used for it: the transition is (a bootstrap
-step, with no first-stage weights).
+uses the observed entries only (none: no term at all). Where a series observes
+nothing at a step, the transition is the proposal (a bootstrap step, with no
+first-stage weights): with no observation it is the optimal one. Where it observes
+some entries, a proposal whose ``handles_missing_entries`` attribute is true is
+given ``y_t`` with NaN at the missing entries and uses the observed ones (the
+locally optimal and the learned proposals do); any other proposal is replaced by
+the transition there too.
 
 Everything is in the log domain. Random draws and ancestor indices are constants
 for autograd; the reported summaries (means, scales, ESS) are computed from the
@@ -381,6 +385,7 @@ default="systematic"
     scheme = get_resampling_scheme(resampling)
     rng = as_generator(random_state)
     proposal = _BOOTSTRAP if proposal is None else proposal
+    handles_missing = bool(getattr(proposal, "handles_missing_entries", False))
     n_series, n_steps, _ = Y.shape
     n_rows = n_series * n_particles
     if frozen is not None:
@@ -418,8 +423,8 @@ default="systematic"
     for t in range(n_steps):
         # Per step, not for all of Y at once: nothing that grows with the series.
         observed = ~numpy.isnan(Y[:, t])
-        uses_proposal = observed.all(axis=1)
         partly_observed = observed.any(axis=1)
+        uses_proposal = partly_observed if handles_missing else observed.all(axis=1)
         if n_series == 1:
             # A read-only view: nothing to copy, and nothing kept on the tape.
             y_rows = numpy.broadcast_to(Y[0, t], (n_rows, Y.shape[2]))
@@ -430,7 +435,8 @@ default="systematic"
         elif not uses_proposal.any():
             step_proposal, proposal_rows = _BOOTSTRAP, None
         else:
-            # Some series miss an entry: they take a bootstrap step (below); the
+            # Some series miss an entry (or, for a proposal that handles missing
+            # entries, all of them): they take a bootstrap step (below); the
             # proposal sees zeros there, so nothing NaN enters the computation.
             step_proposal = proposal
             proposal_rows = numpy.repeat(uses_proposal, n_particles)

@@ -26,6 +26,7 @@ autograd.
 
 from typing import NamedTuple
 
+import autograd.numpy as anp
 import numpy
 from autograd import make_vjp
 from autograd.extend import defvjp, defvjp_argnums, primitive
@@ -175,6 +176,20 @@ def _density_backward(x, means, scales, density, upstream):
     return _diag_density_gradients(z, *density, scales, upstream)
 
 
+def scaled_innovation(y, predicted, noise_scale):
+    """Return ``(y - predicted) / noise_scale``, zero at the missing entries of ``y``.
+
+    A missing entry (NaN) carries no innovation: the proposal network sees 0
+    there, "no correction towards the observation", and no gradient flows through
+    it. Differentiable in ``predicted`` with autograd.
+    """
+    observed = ~numpy.isnan(y)
+    if observed.all():
+        return (y - predicted) / noise_scale
+    filled = numpy.where(observed, y, 0.0)
+    return anp.where(observed, (filled - predicted) / noise_scale, 0.0)
+
+
 def _forward(x_prev, y, uniforms, noise, config, arrays):
     """Run the whole step on values; return what the backward pass needs."""
     transition_arrays = arrays[: config.n_transition_arrays]
@@ -189,7 +204,7 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
     f_weights = numpy.exp(f_logits - numpy.max(f_logits, axis=1, keepdims=True))
     f_weights = f_weights / numpy.sum(f_weights, axis=1, keepdims=True)
     centre = numpy.sum(f_weights[:, :, None] * f_means, axis=1)
-    innovation = (y - observation.mean(centre)) / observation.noise_scale
+    innovation = scaled_innovation(y, observation.mean(centre), observation.noise_scale)
     proposal_inputs = numpy.concatenate([standardized, innovation], axis=1)
     q_outputs, q_activations = _network_forward(proposal_arrays, proposal_inputs)
     q_logits, q_means, q_scales, q_sigmoid = _head_forward(
@@ -305,8 +320,11 @@ def _learned_step_vjp(argnums, result, args, kwargs):
         )
         n_inputs = input_width(config.input_stats)
         d_standardized = d_inputs[:, :n_inputs]
-        # innovation = (y - h(centre)) / noise_scale.
+        # innovation = (y - h(centre)) / noise_scale, zero where y is missing.
         d_predicted = -d_inputs[:, n_inputs:] / observation.noise_scale
+        observed = ~numpy.isnan(y)
+        if not observed.all():
+            d_predicted = numpy.where(observed, d_predicted, 0.0)
         if isinstance(observation, LinearGaussianObservation):
             d_centre = d_centre + d_predicted @ observation.observation_matrix
         else:

@@ -9,7 +9,9 @@
   network sees ``[standardised x_{t-1}, (y_t - h(m)) / noise_scale]``: the innovation
   carries the same information as ``y_t`` but makes "move towards the observation"
   easy to learn, and centring on ``m`` lets the proposal follow the transition as it
-  learns.
+  learns. At a partly observed step the missing entries' innovation is 0 (no
+  correction from them; :func:`statemix_sk.fused.scaled_innovation`), so the
+  proposal still uses the observed entries.
 
 Each network is a dense ``tanh`` network plus a linear map of its input added to its
 outputs (``{"layers": [(W, b), ...], "linear": L}``): the linear part lets a network
@@ -30,7 +32,13 @@ import numpy
 from autograd.tracer import isbox
 
 from ._utils import check_scale
-from .fused import KeptIntermediates, StepConfig, learned_proposal_step, take_block
+from .fused import (
+    KeptIntermediates,
+    StepConfig,
+    learned_proposal_step,
+    scaled_innovation,
+    take_block,
+)
 from .mixtures import GaussianMixture, mixture_log_density, sample_mixture
 from .models import simulate
 from .networks import (
@@ -348,6 +356,10 @@ class MixtureProposal:
         recomputes. The results are the same either way.
     """
 
+    handles_missing_entries = True
+    """The filter gives it partly observed steps: the missing entries' innovation
+    is 0 (see :func:`statemix_sk.fused.scaled_innovation`)."""
+
     def __init__(
         self, params, head, input_stats, fused=True, cache_bytes=DEFAULT_CACHE_BYTES
     ):
@@ -389,7 +401,9 @@ class MixtureProposal:
             centre = _mixture_mean(transition)
         else:
             transition, centre = None, model.transition_mean(x_prev)
-        innovation = (y - observation.mean(centre)) / observation.noise_scale
+        innovation = scaled_innovation(
+            y, observation.mean(centre), observation.noise_scale
+        )
         inputs = np.concatenate(
             [standardize(x_prev, self.input_stats), innovation], axis=1
         )

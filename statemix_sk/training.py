@@ -39,6 +39,7 @@ result does not depend on ``n_jobs``.
 """
 
 import time
+import warnings
 from typing import NamedTuple
 
 import autograd.numpy as np
@@ -586,9 +587,20 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
                     )
                     _carry(clouds, series, final)
                     continue
-                value, gradient = gradient_of(
-                    [vectors[phase] for phase in group], group, batch, clouds, seed_rng
-                )
+                with warnings.catch_warnings():
+                    # A network that these windows never use (a proposal where
+                    # every step observes nothing) has a zero gradient, a valid
+                    # update; autograd's warning about it is not the user's.
+                    warnings.filterwarnings(
+                        "ignore", "Output seems independent of input", UserWarning
+                    )
+                    value, gradient = gradient_of(
+                        [vectors[phase] for phase in group],
+                        group,
+                        batch,
+                        clouds,
+                        seed_rng,
+                    )
                 if not _is_finite(value, gradient):
                     diverged = True
                     break

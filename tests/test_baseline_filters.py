@@ -206,9 +206,10 @@ def test_likelihood_estimate_is_unbiased_for_the_kalman_likelihood(name):
 def test_likelihood_stays_unbiased_with_different_missing_entries_per_series(name):
     """Two series filtered together, each missing other entries at the same steps.
 
-    At a step where one series misses an entry and the other does not, the first
-    takes a bootstrap step and the second the proposal (the IAPF with its
-    first-stage weights masked for the first). Each series' Zhat / Z must stay
+    At a step where one series misses an entry and the other does not, the IAPF
+    takes a bootstrap step for the first (its first-stage weights masked) and
+    the proposal for the second; the locally optimal proposal conditions the
+    first on its observed entries. Each series' Zhat / Z must stay
     unbiased: 300 independent copies of the pair, 3 standard errors as above
     (the standard errors measured 0.015 to 0.035).
     """
@@ -486,6 +487,106 @@ def test_locally_optimal_proposal_is_the_kalman_one_step_posterior(model):
     whitened = np.linalg.solve(np.linalg.cholesky(covariance), (draws - centre).T).T
     assert np.all(np.abs(whitened.mean(0)) < 4.5 / np.sqrt(n))
     assert np.all(np.abs(np.cov(whitened.T) - np.eye(2)) < 4.5 * np.sqrt(2 / n))
+
+
+def test_locally_optimal_proposal_conditions_on_the_observed_entries():
+    """A partly observed ``y``: the closed form with H's observed rows, R's block.
+
+    Three outputs (a full R, so the block matters), rows missing other entries,
+    one missing all of them. Exact as above (1e-10): ``log q`` at the drawn
+    states and the weight ``g f / q``, which must be
+    ``N(y_o; H_o m, H_o Q H_o' + R_oo)``; with nothing observed the proposal is
+    the transition and the weight is 1 (log 0).
+    """
+    rng = np.random.default_rng(5)
+    observation = LinearGaussianObservation(
+        [[1.0, 0.5], [0.0, 1.0], [0.7, -0.3]],
+        noise_covariance=[[0.5, 0.1, 0.05], [0.1, 0.4, 0.0], [0.05, 0.0, 0.3]],
+    )
+    model = LinearGaussianModel(np.diag([0.9, 0.8]), [0.4, 0.6], observation)
+    mean_of, Q = _transition_parts(model)
+    H = observation.observation_matrix
+    R = observation.noise_covariance
+    proposal = LocallyOptimalProposal(model)
+    patterns = np.array(
+        [
+            [True, True, True],
+            [True, False, True],
+            [False, True, False],
+            [False, False, False],
+            [True, False, True],
+        ]
+    )
+    x_prev = rng.standard_normal((len(patterns), 2))
+    y = np.where(patterns, rng.standard_normal(patterns.shape), np.nan)
+    x, log_ratio = proposal.propose(model, x_prev, y, rng, None)
+    for row, observed in enumerate(patterns):
+        m = mean_of(x_prev[row])
+        H_o, R_o, y_o = H[observed], R[np.ix_(observed, observed)], y[row, observed]
+        information = np.linalg.inv(Q) + H_o.T @ np.linalg.solve(R_o, H_o)
+        covariance = np.linalg.inv(information)
+        centre = covariance @ (
+            np.linalg.solve(Q, m) + H_o.T @ np.linalg.solve(R_o, y_o)
+        )
+        log_q = _log_f(model, x[row], x_prev[row]) - log_ratio[row]
+        expected = scipy.stats.multivariate_normal(centre, covariance).logpdf(x[row])
+        assert log_q == pytest.approx(expected, abs=1e-10)
+        log_g = observation.log_density(x[row : row + 1], y[row])[0]
+        evidence = (
+            scipy.stats.multivariate_normal(H_o @ m, H_o @ Q @ H_o.T + R_o).logpdf(y_o)
+            if observed.any()
+            else 0.0
+        )
+        assert log_g + log_ratio[row] == pytest.approx(evidence, abs=1e-10)
+
+
+def _with_missing_entries(Y, fraction, seed=6):
+    """``Y`` with each entry missing with probability ``fraction``."""
+    Y = Y.copy()
+    Y[np.random.default_rng(seed).random(Y.shape) < fraction] = np.nan
+    return Y
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.9])
+def test_locally_optimal_filter_with_missing_entries_is_the_masked_kalman_filter(
+    fraction,
+):
+    """30% and 90% of the entries missing at random (at 90% no row is complete).
+
+    The filtered means against the Kalman filter that skips the missing entries:
+    the same rate test as above (ratio of mean squared differences at N = 1600
+    and N = 100 in (1/64, 1/4)), and the likelihood estimate unbiased for the
+    exact one (400 copies, 3 standard errors, as in section 1). The proposal is
+    used at partly observed steps, so the filter is not the bootstrap filter:
+    with the same seed, its log-likelihood and means differ from the bootstrap
+    filter's, and its estimates of Z vary less (measured: standard deviation
+    of Zhat / Z 0.48 against 0.54 at 30%, 0.097 against 0.109 at 90%).
+    """
+    Y, _, model = make_linear_gaussian(15, n_states=2, random_state=3)
+    Y = _with_missing_entries(Y, fraction)
+    if fraction == 0.9:
+        assert np.isnan(Y).any(axis=1).all()
+    exact = kalman_filter(Y, model)
+    proposal = LocallyOptimalProposal(model)
+    copies = np.broadcast_to(Y, (50, *Y.shape))
+    errors = {}
+    for n_particles in (100, 1600):
+        means = particle_filter(
+            copies, model, proposal, n_particles=n_particles, random_state=0
+        ).filtered_means
+        errors[n_particles] = np.mean((means - exact.filtered_means) ** 2, axis=(1, 2))
+    ratio = errors[1600].mean() / errors[100].mean()
+    assert 1 / 64 < ratio < 1 / 4
+
+    copies = np.broadcast_to(Y, (400, *Y.shape))
+    ratios = {}
+    for name, one in (("optimal", proposal), ("bootstrap", None)):
+        result = particle_filter(copies, model, one, n_particles=100, random_state=1)
+        ratios[name] = np.exp(result.log_likelihood - exact.log_likelihood)
+    standard_error = ratios["optimal"].std(ddof=1) / np.sqrt(400)
+    assert abs(ratios["optimal"].mean() - 1.0) < 3 * standard_error
+    assert standard_error < 0.05
+    assert not np.array_equal(ratios["optimal"], ratios["bootstrap"])
 
 
 def test_locally_optimal_filtered_means_converge_to_kalman_at_rate_one_over_n():

@@ -278,6 +278,54 @@ def test_missing_observations_match_the_kalman_filter_that_skips_them():
     assert np.all(np.isfinite(result.filtered_means))
 
 
+def test_a_proposal_that_handles_missing_entries_gets_partly_observed_steps():
+    # Two series filtered together: at step 2 the first misses one entry and the
+    # second all of them; at step 4 the reverse. A proposal that declares
+    # handles_missing_entries sees the partly observed rows with their NaN (and
+    # is used there), never a row with nothing observed (the transition is the
+    # optimal proposal there); one that does not declare it sees neither.
+    Y, _, model = make_linear_gaussian(6, 2, random_state=0)
+    Y[0, 2, 0] = np.nan
+    Y[1, 2] = np.nan
+    Y[0, 4] = np.nan
+    Y[1, 4, 1] = np.nan
+    n_particles = 5
+
+    class Recording(BootstrapProposal):
+        def __init__(self):
+            self.seen = []
+
+        def propose(self, model, x_prev, y, rng, context):
+            self.seen.append(np.array(y))
+            return super().propose(model, x_prev, y, rng, context)
+
+    class HandlesMissing(Recording):
+        handles_missing_entries = True
+
+    handles = HandlesMissing()
+    particle_filter(Y, model, handles, n_particles=n_particles, random_state=0)
+    assert len(handles.seen) == Y.shape[1]
+    for t, y in enumerate(handles.seen):
+        first, second = y[:n_particles], y[n_particles:]
+        if t == 2:
+            # The first series' row as given; zeros for the bootstrap step.
+            np.testing.assert_array_equal(first, np.broadcast_to(Y[0, 2], first.shape))
+            np.testing.assert_array_equal(second, 0.0)
+        elif t == 4:
+            np.testing.assert_array_equal(first, 0.0)
+            np.testing.assert_array_equal(
+                second, np.broadcast_to(Y[1, 4], second.shape)
+            )
+        else:
+            assert not np.isnan(y).any()
+
+    # Not declared: at steps 2 and 4 no series uses it, so it is not called.
+    plain = Recording()
+    particle_filter(Y, model, plain, n_particles=n_particles, random_state=0)
+    assert len(plain.seen) == Y.shape[1] - 2
+    assert not any(np.isnan(y).any() for y in plain.seen)
+
+
 # --------------------------------------------------------------------------------------
 # Gradients
 # --------------------------------------------------------------------------------------
