@@ -25,7 +25,6 @@ import numpy
 from sklearn.exceptions import ConvergenceWarning
 
 from . import __version__
-from .baselines import random_walk_model
 from .datasets import make_lorenz96
 from .estimator import StateMixFilter
 from .experiments import (
@@ -37,7 +36,7 @@ from .experiments import (
     run_experiment,
 )
 from .filtering import particle_filter
-from .models import kalman_filter
+from .kalman import kalman_filter, random_walk_model
 
 __all__ = ["build_parser", "main"]
 

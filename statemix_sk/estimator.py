@@ -38,9 +38,6 @@ from .baselines import (
     ImprovedAuxiliaryProposal,
     LocallyOptimalProposal,
     check_locally_optimal_applies,
-    linear_dynamics_by_em,
-    linear_dynamics_by_moments,
-    smoothed_states,
 )
 from .filtering import (
     BootstrapProposal,
@@ -49,14 +46,16 @@ from .filtering import (
     particle_filter,
 )
 from .forecasting import ForecastResult, forecast
+from .kalman import linear_dynamics_by_em, linear_dynamics_by_moments, smoothed_states
 from .learned import (
     StateMixSpec,
     expand_components,
     locally_optimal_gain,
     periodic_coordinates,
 )
-from .models import LinearGaussianObservation, simulate
+from .models import simulate
 from .networks import Standardizer, make_mixture_head
+from .observations import LinearGaussianObservation
 from .resampling import RESAMPLING_SCHEMES
 from .smoothing import ffbs_smoothed_moments, genealogy_smoothed_means
 from .training import (
@@ -576,11 +575,11 @@ class StateMixFilter(_ParticleFilterEstimator):
     n_particles : int, default=100
         Particles ``N`` per series, in training and after.
     observation : observation model, default=None
-        The known ``g(y | x)``: a :class:`~statemix_sk.models.\
-LinearGaussianObservation`, a :class:`~statemix_sk.models.GaussianObservation` or
-        any object with the same members. None means ``y = x + v`` with ``v`` of
-        standard deviation ``observation_noise``; the state then has as many
-        components as ``Y`` has features.
+        The known ``g(y | x)``: a :class:`~statemix_sk.observations.\
+LinearGaussianObservation`, a :class:`~statemix_sk.observations.\
+GaussianObservation` or any object with the same members. None means
+        ``y = x + v`` with ``v`` of standard deviation ``observation_noise``; the
+        state then has as many components as ``Y`` has features.
     observation_noise : float or array-like of shape (n_features,), default=None
         Standard deviation(s) of the observation noise when ``observation`` is
         None (None means 1.0). Setting it together with ``observation`` is an
@@ -610,9 +609,9 @@ default="regression"
         with any other it is the random walk): the maximum-likelihood stationary
         linear-Gaussian model ``x_t - mu = A (x_{t-1} - mu) + w`` (diagonal
         ``Q``), by expectation-maximisation with the Kalman smoother
-        (:func:`~statemix_sk.baselines.linear_dynamics_by_em`) started from the
+        (:func:`~statemix_sk.kalman.linear_dynamics_by_em`) started from the
         method of moments on the least-squares states ``pinv(H) y``
-        (:func:`~statemix_sk.baselines.linear_dynamics_by_moments`), as
+        (:func:`~statemix_sk.kalman.linear_dynamics_by_moments`), as
         scikit-learn's mixtures start from k-means. ``"regression"``: the whole
         transition network fitted by maximum likelihood to estimated states
         (:func:`~statemix_sk.training.fit_transition_to_states`, early-stopped

@@ -215,7 +215,7 @@ def periodic_coordinates(observation, probes):
 
     Examples
     --------
-    >>> from statemix_sk.models import GaussianObservation, phase_observation
+    >>> from statemix_sk.observations import GaussianObservation, phase_observation
     >>> observation = GaussianObservation(phase_observation, 3, 0.5)
     >>> periodic_coordinates(observation, numpy.zeros((4, 3))).tolist()
     [0, 1, 2]

@@ -10,8 +10,8 @@ import statemix_sk.training as training
 from statemix_sk.datasets import make_linear_gaussian
 from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import StateMixSpec
-from statemix_sk.models import GaussianObservation, LinearGaussianObservation
 from statemix_sk.networks import Standardizer, make_mixture_head
+from statemix_sk.observations import GaussianObservation, LinearGaussianObservation
 from statemix_sk.training import (
     AdamState,
     TrainingSettings,
