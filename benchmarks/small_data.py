@@ -29,21 +29,17 @@ from threadpoolctl import threadpool_limits
 from statemix_sk import LocallyOptimalFilter, StateMixFilter, make_lorenz96
 from statemix_sk.kalman import kalman_filter, random_walk_model
 from statemix_sk.models import LinearGaussianModel
+from statemix_sk.network_start import dynamics_start, state_statistics
 
 
 def linear_start(Y_train, model):
     """Return the EM linear model StateMixFilter starts from, centred, and its mean."""
     observation = model.observation
-    estimator = StateMixFilter(
-        observation=observation,
-        initial_state_mean=model.initial_mean,
-        initial_state_scale=model.initial_scale,
-    )
     series = list(Y_train)
-    stats, increments, mean0, scale0 = estimator._state_statistics(series, observation)
-    _, _, (A, q) = estimator._dynamics_start(
-        series, observation, stats, increments, mean0, scale0
+    stats, increments, mean0, scale0 = state_statistics(
+        series, observation, model.initial_mean, model.initial_scale
     )
+    _, _, (A, q) = dynamics_start(series, observation, stats, increments, mean0, scale0)
     centred = LinearGaussianModel(
         A,
         np.sqrt(q),

@@ -22,17 +22,17 @@ from . import (
     smoothing,
 )
 from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
-from .estimator import (
-    AuxiliaryFilter,
-    BootstrapFilter,
-    ImprovedAuxiliaryFilter,
-    InconsistentVersionWarning,
-    LocallyOptimalFilter,
-    StateMixFilter,
-)
+from .estimator import StateMixFilter
+from .estimator_base import InconsistentVersionWarning
 from .filtering import DegeneracyWarning, FilterResult, particle_filter
 from .forecasting import ForecastResult, forecast
 from .kalman import kalman_filter
+from .known_model_filters import (
+    AuxiliaryFilter,
+    BootstrapFilter,
+    ImprovedAuxiliaryFilter,
+    LocallyOptimalFilter,
+)
 from .models import KuramotoModel, LinearGaussianModel, Lorenz96Model
 from .observations import GaussianObservation, LinearGaussianObservation
 from .preprocessing import PerStepTransformer

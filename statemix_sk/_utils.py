@@ -29,6 +29,7 @@ __all__ = [
     "moved_names",
     "ndim_or_none",
     "normalise_log_weights",
+    "pad_series",
     "validate_series",
 ]
 
@@ -477,3 +478,12 @@ def moved_names(module, moved):
         return getattr(importlib.import_module(new), name)
 
     return __getattr__
+
+
+def pad_series(series):
+    """Stack series of possibly different lengths into one NaN-padded 3-D array."""
+    n_steps = max(len(one) for one in series)
+    padded = numpy.full((len(series), n_steps, series[0].shape[1]), numpy.nan)
+    for index, one in enumerate(series):
+        padded[index, : len(one)] = one
+    return padded

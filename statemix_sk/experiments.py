@@ -41,14 +41,14 @@ from threadpoolctl import threadpool_limits
 
 from .baselines import check_locally_optimal_applies
 from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
-from .estimator import (
+from .estimator import StateMixFilter
+from .filtering import DegeneracyWarning
+from .known_model_filters import (
     AuxiliaryFilter,
     BootstrapFilter,
     ImprovedAuxiliaryFilter,
     LocallyOptimalFilter,
-    StateMixFilter,
 )
-from .filtering import DegeneracyWarning
 
 __all__ = [
     "EXPERIMENTS",

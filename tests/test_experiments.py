@@ -8,7 +8,6 @@ import pytest
 
 from statemix_sk import StateMixFilter
 from statemix_sk.cli import main
-from statemix_sk.estimator import _KnownModelFilter
 from statemix_sk.experiments import (
     EXPERIMENTS,
     estimate_seconds,
@@ -18,6 +17,7 @@ from statemix_sk.experiments import (
     run_one,
     summarize,
 )
+from statemix_sk.known_model_filters import _KnownModelFilter
 
 TINY = {
     "runs": 2,

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
 
 from statemix_sk import BootstrapFilter, LocallyOptimalFilter
-from statemix_sk import estimator as estimator_module
+from statemix_sk import estimator_base as estimator_module
 from statemix_sk.datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
 from statemix_sk.filtering import particle_filter
 from statemix_sk.kalman import kalman_filter, kalman_smoother
