@@ -30,7 +30,7 @@ from sklearn.utils._param_validation import (
 from ._utils import check_scale, moved_names, pad_series
 from .estimator_base import _ParticleFilterEstimator
 from .filtering import BootstrapProposal, particle_filter
-from .learned import periodic_coordinates
+from .learned import parameter_shapes, periodic_coordinates
 from .network_start import (
     dynamics_start,
     linear_smoother,
@@ -40,15 +40,14 @@ from .network_start import (
     start_spec,
     state_statistics,
 )
+from .objective import (
+    count_observed_steps,
+    held_out_log_likelihood,
+    split_validation,
+)
 from .observations import LinearGaussianObservation
 from .resampling import RESAMPLING_SCHEMES
-from .training import (
-    TrainingSettings,
-    Validation,
-    count_observed_steps,
-    fit_restarts,
-    held_out_log_likelihood,
-)
+from .training import TrainingSettings, best_restart, fit_restarts
 
 __all__ = ["StateMixFilter"]
 
@@ -63,18 +62,6 @@ __getattr__ = moved_names(
         "LocallyOptimalFilter": "known_model_filters",
     },
 )
-
-
-def _leaves(params):
-    """Return the arrays of a parameter dict, in a fixed order."""
-    return [
-        array
-        for phase in ("transition", "proposal")
-        for array in [
-            *(array for layer in params[phase]["layers"] for array in layer),
-            params[phase]["linear"],
-        ]
-    ]
 
 
 class StateMixFilter(_ParticleFilterEstimator):
@@ -504,59 +491,6 @@ default="systematic"
             verbose=self.verbose,
         )
 
-    def _split_validation(self, series, random_state):
-        """Return the training series, the :class:`Validation` and its series.
-
-        See ``early_stopping``: whole series are held out when there are two or
-        more, otherwise the last windows of the one series; None (twice) when
-        ``early_stopping`` is False or the data are too few.
-        """
-        if self.early_stopping is False:
-            return series, None, None
-        n_series = len(series)
-        if n_series >= 2:
-            n_held = min(
-                int(numpy.ceil(self.validation_fraction * n_series)), n_series - 1
-            )
-            order = random_state.permutation(n_series)
-            held = sorted(order[:n_held])
-            kept = sorted(order[n_held:])
-            held_out = [series[i] for i in held]
-            training = [series[i] for i in kept]
-
-            def observed(sequences):
-                return any(numpy.any(~numpy.isnan(one)) for one in sequences)
-
-            # Both parts need an observation to learn from and to score.
-            if observed(held_out) and observed(training):
-                return training, Validation(pad_series(held_out)), held_out
-        n_steps = len(series[0])
-        n_windows = -(-n_steps // self.window_length)
-        if n_series == 1 and n_windows >= 2:
-            n_held = min(
-                int(numpy.ceil(self.validation_fraction * n_windows)), n_windows - 1
-            )
-            first_held = (n_windows - n_held) * self.window_length
-            held = series[0][first_held:]
-            if numpy.any(~numpy.isnan(held)) and numpy.any(
-                ~numpy.isnan(series[0][:first_held])
-            ):
-                return (
-                    [series[0][:first_held]],
-                    Validation(series[0][None], first_step=first_held),
-                    [series[0][first_held:]],
-                )
-        if self.early_stopping is True:
-            raise ValueError(
-                "early_stopping=True needs data to hold out: two series or more "
-                "with observations among both the held-out and the training "
-                "series, or one series of at least two windows (window_length="
-                f"{self.window_length}) with observations in both parts; got "
-                f"{n_series} series of {n_steps} steps. Use early_stopping='auto' "
-                "or False to train on all the data."
-            )
-        return series, None, None
-
     # ----------------------------------------------------------------------------
     # Fitting
     # ----------------------------------------------------------------------------
@@ -594,7 +528,13 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         random_state = check_random_state(self.random_state)
         root_seed, eval_seed, start_seed = random_state.randint(0, 2**31 - 1, size=3)
         all_series = series
-        series, validation, held_out = self._split_validation(series, random_state)
+        series, validation, held_out = split_validation(
+            series,
+            random_state,
+            early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction,
+            window_length=self.window_length,
+        )
         Y_padded = pad_series(series)
         spec, start, periodic = self._start(
             all_series,
@@ -739,8 +679,7 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             # The previous parameters can start this fit only if every array has
             # the shape this fit's networks need.
             fresh = spec.init_params(numpy.random.default_rng(0))
-            shapes = [numpy.shape(a) for a in _leaves(fresh)]
-            warm = shapes == [numpy.shape(a) for a in _leaves(self.params_)]
+            warm = parameter_shapes(fresh) == parameter_shapes(self.params_)
         n_init = 1 if warm else self.n_init
         seed_sequences = numpy.random.SeedSequence(int(root_seed)).spawn(n_init)
         results = fit_restarts(
@@ -763,20 +702,7 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
                     RuntimeWarning,
                     stacklevel=3,
                 )
-        scores = numpy.array(
-            [
-                result.score if validation is None else result.validation_score
-                for result in results
-            ]
-        )
-        finite = numpy.isfinite(scores)
-        if not finite.any():
-            raise ValueError(
-                "Every restart diverged: no parameters gave a finite "
-                "log-likelihood. Check the observation model and its noise against "
-                "the data, or lower learning_rate."
-            )
-        best = results[int(numpy.argmax(numpy.where(finite, scores, -numpy.inf)))]
+        best, scores, finite = best_restart(results, validation)
         if not best.converged and not best.diverged:
             warnings.warn(
                 f"StateMixFilter did not converge in max_iter={self.max_iter} "

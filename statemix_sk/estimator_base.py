@@ -22,8 +22,8 @@ from ._utils import check_positive_int, pad_series, validate_series
 from .filtering import DegeneracyWarning, FilterResult, particle_filter
 from .forecasting import ForecastResult, forecast
 from .models import simulate
+from .objective import count_observed_steps
 from .smoothing import ffbs_smoothed_moments
-from .training import count_observed_steps
 
 __all__ = ["InconsistentVersionWarning"]
 

@@ -425,7 +425,7 @@ def linear_dynamics_by_em(
 
     Expectation-maximisation for a linear-Gaussian state-space model with a known
     observation ``y_t = H x_t + v_t`` (Shumway and Stoffer, 1982): the E-step is
-    the Kalman smoother (:func:`statemix_sk.models.kalman_smoother`), the M-step
+    the Kalman smoother (:func:`kalman_smoother`), the M-step
     ``A = S10 S00^-1`` and ``diag(Q) = diag(S11 - A S10') / n`` from the smoothed
     second moments of the pairs ``(x_{t-1}, x_t)``. Each iteration raises the
     exact log-likelihood; the method of moments

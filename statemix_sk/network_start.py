@@ -31,13 +31,13 @@ from .filtering import particle_filter
 from .kalman import linear_dynamics_by_em, linear_dynamics_by_moments, smoothed_states
 from .learned import StateMixSpec, expand_components, locally_optimal_gain
 from .networks import Standardizer, make_mixture_head
-from .smoothing import genealogy_smoothed_means
-from .training import (
+from .objective import (
     count_observed_steps,
-    fit_transition_to_states,
     mean_log_likelihood,
     validation_log_likelihood,
 )
+from .smoothing import genealogy_smoothed_means
+from .training import fit_transition_to_states
 
 __all__ = [
     "dynamics_start",
