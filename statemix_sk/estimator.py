@@ -124,7 +124,7 @@ default="regression"
         (:func:`~statemix_sk.kalman.linear_dynamics_by_moments`), as
         scikit-learn's mixtures start from k-means. ``"regression"``: the whole
         transition network fitted by maximum likelihood to estimated states
-        (:func:`~statemix_sk.training.fit_transition_to_states`, early-stopped
+        (:func:`~statemix_sk.network_start.fit_transition_to_states`, early-stopped
         on the held-out series' estimates), a non-linear regression of each
         state on the previous one. The states are the linear start's Kalman
         smoother's for a linear observation, and for any other the ancestral

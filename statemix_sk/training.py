@@ -31,8 +31,9 @@ follows the method notes (section 3), in the form that scales with the data:
 - A non-finite value or gradient stops the run; its best (or last) finite
   parameters are kept and it is marked as diverged.
 
-:func:`fit_transition_to_states` fits the transition network alone to state
-sequences (the regression start of ``init_dynamics="regression"``).
+:func:`~statemix_sk.network_start.fit_transition_to_states` fits the transition
+network alone to state sequences (the regression start of
+``init_dynamics="regression"``), with the Adam steps here.
 
 Restarts (:func:`fit_restarts`) are independent runs, one per ``SeedSequence``
 child, executed through joblib with BLAS limited to one thread in each, so the
@@ -43,14 +44,13 @@ import time
 import warnings
 from typing import NamedTuple
 
-import autograd.numpy as np
 import joblib
 import numpy
 from autograd import value_and_grad
 from autograd.misc import flatten
 from threadpoolctl import threadpool_limits
 
-from ._utils import logsumexp, moved_names
+from ._utils import moved_names
 from .objective import (
     PHASES,
     count_observed_steps,
@@ -68,14 +68,15 @@ __all__ = [
     "TrainingSettings",
     "adam_init",
     "adam_update",
+    "all_finite",
     "best_restart",
     "clip_by_norm",
     "fit_restarts",
-    "fit_transition_to_states",
     "train",
 ]
 
-# Moved to objective.py in issue 16; the old paths warn (FutureWarning) and will go.
+# Moved in issue 16 (to objective.py, network_start.py): the old paths warn
+# (FutureWarning) and will go.
 __getattr__ = moved_names(
     "training",
     {
@@ -84,7 +85,8 @@ __getattr__ = moved_names(
             "WindowBatch",
             "held_out_log_likelihood",
         )
-    },
+    }
+    | {"fit_transition_to_states": "network_start"},
 )
 
 
@@ -218,7 +220,8 @@ def _carry(clouds, series, final):
         clouds[index] = (final[0][row], final[1][row])
 
 
-def _is_finite(value, gradient):
+def all_finite(value, gradient):
+    """Whether a value and every part of its gradient are finite."""
     return bool(numpy.isfinite(value)) and all(
         bool(numpy.all(numpy.isfinite(part))) for part in gradient
     )
@@ -390,7 +393,7 @@ def _epoch(run, vectors, adam, clouds, n_updates, rng, objective):
                 clouds,
                 seed_rng,
             )
-        if not _is_finite(value, gradient):
+        if not all_finite(value, gradient):
             return total, observed, n_updates, True
         _adam_step(vectors, adam, group, gradient, settings)
         n_updates += 1
@@ -515,109 +518,6 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
         final_params,
         float(best_validation),
     )
-
-
-def fit_transition_to_states(
-    params,
-    spec,
-    states,
-    validation_states=None,
-    *,
-    rng,
-    learning_rate=0.01,
-    batch_size=1000,
-    max_steps=2000,
-    eval_every=25,
-    n_iter_no_change=10,
-    steps_without_validation=500,
-):
-    """Fit the transition network by maximum likelihood to state sequences.
-
-    Maximises the mean of ``log f_theta(x_t | x_{t-1})`` over the consecutive
-    pairs of ``states`` by Adam on random minibatches of pairs: a regression of
-    each state on the previous one, with the transition's mixture as the noise
-    model. With ``validation_states``, the mean over their pairs is evaluated
-    every ``eval_every`` steps, the best parameters are kept and fitting stops
-    after ``n_iter_no_change`` evaluations without improvement (or
-    ``max_steps``); without, it runs ``steps_without_validation`` steps and keeps
-    the last parameters.
-
-    Parameters
-    ----------
-    params : dict
-        ``{"transition": ..., "proposal": ...}``; only the transition is fitted.
-    spec : StateMixSpec
-    states : list of ndarray of shape (n_steps_i, n_states)
-    validation_states : list of ndarray of shape (n_steps_i, n_states), \
-default=None
-    rng : numpy.random.Generator
-    learning_rate, batch_size, max_steps, eval_every, n_iter_no_change, \
-steps_without_validation
-        Adam's step size and the schedule above. On Lorenz 96 (45 series) the
-        held-out score rose for about 600 steps and was flat from 1,000.
-
-    Returns
-    -------
-    params : dict
-        A new dict with the fitted transition (the proposal untouched).
-    scale : ndarray of shape (n_states,)
-        The fitted transition's standard deviation per state, averaged over
-        the training pairs (its components' scales weighted by their weights).
-    """
-
-    def pairs(sequences):
-        previous = numpy.concatenate([one[:-1] for one in sequences])
-        current = numpy.concatenate([one[1:] for one in sequences])
-        keep = numpy.all(numpy.isfinite(previous) & numpy.isfinite(current), axis=1)
-        return previous[keep], current[keep]
-
-    x_prev, x = pairs(states)
-    vector, unflatten = flatten(params["transition"])
-
-    def mean_log_density(vector, x_prev, x):
-        model, _ = spec.build(
-            {"transition": unflatten(vector), "proposal": params["proposal"]}
-        )
-        return np.mean(model.transition_log_density(x, x_prev))
-
-    gradient_of = value_and_grad(mean_log_density)
-    validation = None if validation_states is None else pairs(validation_states)
-    adam = adam_init(vector.size)
-    best, best_score, no_improvement = vector, -numpy.inf, 0
-    if validation is not None:
-        best_score = float(mean_log_density(vector, *validation))
-    n_steps = max_steps if validation is not None else steps_without_validation
-    for step in range(1, n_steps + 1):
-        rows = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
-        value, gradient = gradient_of(vector, x_prev[rows], x[rows])
-        if not _is_finite(value, [gradient]):
-            break
-        update, adam = adam_update(adam, clip_by_norm(gradient, 50.0), learning_rate)
-        vector = vector + update
-        if validation is None or step % eval_every:
-            continue
-        score = float(mean_log_density(vector, *validation))
-        if score > best_score:
-            best, best_score, no_improvement = vector, score, 0
-        else:
-            no_improvement += 1
-            if no_improvement >= n_iter_no_change:
-                break
-    if validation is None:
-        best = vector
-    fitted = {"transition": unflatten(best), "proposal": params["proposal"]}
-    model, _ = spec.build(fitted)
-    mixture = model.transition_mixture(x_prev)
-    weights = numpy.exp(
-        mixture.logits - logsumexp(mixture.logits, axis=1, keepdims=True)
-    )
-    scales = (
-        mixture.scales
-        if mixture.scales.ndim == 3
-        else numpy.sqrt(numpy.sum(mixture.scales**2, axis=-1))
-    )
-    scale = numpy.mean(numpy.sum(weights[..., None] * scales, axis=1), axis=0)
-    return fitted, scale
 
 
 def _fit_one(spec, Y, settings, seed_sequence, eval_seed, init_params, validation):

@@ -10,6 +10,7 @@ import statemix_sk.training as training
 from statemix_sk.datasets import make_linear_gaussian
 from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import StateMixSpec
+from statemix_sk.network_start import fit_transition_to_states
 from statemix_sk.networks import Standardizer, make_mixture_head
 from statemix_sk.objective import (
     Validation,
@@ -25,7 +26,6 @@ from statemix_sk.training import (
     adam_update,
     clip_by_norm,
     fit_restarts,
-    fit_transition_to_states,
     train,
 )
 
