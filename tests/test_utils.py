@@ -318,6 +318,7 @@ MOVED = [
     ("estimator", "InconsistentVersionWarning", "estimator_base"),
     ("training", "WindowBatch", "objective"),
     ("training", "held_out_log_likelihood", "objective"),
+    ("training", "fit_transition_to_states", "network_start"),
     ("experiments", "format_tables", "reporting"),
     ("experiments", "plot_results", "reporting"),
     ("experiments", "plural", "reporting"),
