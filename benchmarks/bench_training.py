@@ -32,18 +32,15 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from statemix_sk import StateMixFilter, make_lorenz96
-from statemix_sk.training import (
-    TrainingSettings,
+from statemix_sk.objective import (
     Validation,
-    adam_init,
-    adam_update,
     count_observed_steps,
     mean_log_likelihood,
     series_lengths,
     take_windows,
-    train,
     window_log_likelihood,
 )
+from statemix_sk.training import TrainingSettings, adam_init, adam_update, train
 
 
 def median_seconds(function, repeats):

@@ -40,7 +40,8 @@ from autograd import value_and_grad
 from threadpoolctl import threadpool_limits
 
 from statemix_sk import BootstrapFilter, StateMixFilter, make_lorenz96
-from statemix_sk.training import TrainingSettings, mean_log_likelihood
+from statemix_sk.objective import mean_log_likelihood
+from statemix_sk.training import TrainingSettings
 
 FULL = {
     "lengths": (1_000, 2_000, 4_000, 10_000),

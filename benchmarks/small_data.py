@@ -6,7 +6,7 @@ the first 5 (observations only) and every filter is measured on the other 5 by t
 MSE of its filtered means against the true states:
 
 - StateMixFilter at N = 100 and N = 1000;
-- the random-walk Kalman filter (``baselines.random_walk_model``), exact;
+- the random-walk Kalman filter (``kalman.random_walk_model``), exact;
 - the linear model that the fit starts from (the EM fit, before the regression),
   filtered exactly by a Kalman filter and by the locally optimal particle filter
   at N = 100, and the random walk's locally optimal particle filter at N = 100:
@@ -27,23 +27,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from statemix_sk import LocallyOptimalFilter, StateMixFilter, make_lorenz96
-from statemix_sk.baselines import random_walk_model
-from statemix_sk.models import LinearGaussianModel, kalman_filter
+from statemix_sk.kalman import kalman_filter, random_walk_model
+from statemix_sk.models import LinearGaussianModel
+from statemix_sk.network_start import dynamics_start, state_statistics
 
 
 def linear_start(Y_train, model):
     """Return the EM linear model StateMixFilter starts from, centred, and its mean."""
     observation = model.observation
-    estimator = StateMixFilter(
-        observation=observation,
-        initial_state_mean=model.initial_mean,
-        initial_state_scale=model.initial_scale,
-    )
     series = list(Y_train)
-    stats, increments, mean0, scale0 = estimator._state_statistics(series, observation)
-    _, _, (A, q) = estimator._dynamics_start(
-        series, observation, stats, increments, mean0, scale0
+    stats, increments, mean0, scale0 = state_statistics(
+        series, observation, model.initial_mean, model.initial_scale
     )
+    _, _, (A, q) = dynamics_start(series, observation, stats, increments, mean0, scale0)
     centred = LinearGaussianModel(
         A,
         np.sqrt(q),

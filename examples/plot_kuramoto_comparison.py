@@ -27,12 +27,8 @@ import os
 
 import matplotlib.pyplot as plt
 
-from statemix_sk.experiments import (
-    estimate_seconds,
-    format_tables,
-    plot_results,
-    run_experiment,
-)
+from statemix_sk.experiments import estimate_seconds, run_experiment
+from statemix_sk.reporting import format_tables, plot_results
 
 EXPERIMENT = "kuramoto"
 SIZE = os.environ.get("STATEMIX_EXAMPLES_SIZE", "small")

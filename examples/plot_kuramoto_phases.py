@@ -7,7 +7,7 @@ Six coupled oscillators whose phases are observed only through
 Kalman filter nor the locally optimal proposal applies, and nothing about the
 dynamics can be read off the observations by least squares.
 :class:`~statemix_sk.estimator.StateMixFilter` is given the known observation model
-(a :class:`~statemix_sk.models.GaussianObservation` around the ``[sin, cos]``
+(a :class:`~statemix_sk.observations.GaussianObservation` around the ``[sin, cos]``
 function) and learns the transition; it starts as a random walk.
 
 Phases are angles, so the estimate is the weighted *circular* mean of the particles,

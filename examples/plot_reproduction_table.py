@@ -39,7 +39,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from statemix_sk.experiments import format_tables, plot_results, run_experiment
+from statemix_sk.experiments import run_experiment
+from statemix_sk.reporting import format_tables, plot_results
 
 SIZE = os.environ.get("STATEMIX_EXAMPLES_SIZE", "small")
 EXPERIMENTS = ("lorenz96", "kuramoto")

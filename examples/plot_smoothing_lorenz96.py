@@ -7,7 +7,7 @@ smoothed mean ``E[x_t | y_1:T]`` uses the whole series, so it knows where the
 state went next. We filter a stochastic Lorenz 96 series (ten states, each
 observed with noise of standard deviation 0.5) with the locally optimal particle
 filter given the true model, and smooth it with
-:meth:`~statemix_sk.estimator.LocallyOptimalFilter.smooth`: forward filtering,
+:meth:`~statemix_sk.known_model_filters.LocallyOptimalFilter.smooth`: forward filtering,
 backward smoothing (FFBS), which reweights the filter's particles with the
 transition density. Six rows in the middle are missing: the filter can only
 predict across them, and its band widens; the smoother carries the observations

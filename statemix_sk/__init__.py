@@ -12,32 +12,29 @@ from . import (
     datasets,
     filtering,
     forecasting,
+    kalman,
     mixtures,
     models,
     networks,
+    observations,
     preprocessing,
     resampling,
     smoothing,
 )
 from .datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
-from .estimator import (
+from .estimator import StateMixFilter
+from .estimator_base import InconsistentVersionWarning
+from .filtering import DegeneracyWarning, FilterResult, particle_filter
+from .forecasting import ForecastResult, forecast
+from .kalman import kalman_filter
+from .known_model_filters import (
     AuxiliaryFilter,
     BootstrapFilter,
     ImprovedAuxiliaryFilter,
-    InconsistentVersionWarning,
     LocallyOptimalFilter,
-    StateMixFilter,
 )
-from .filtering import DegeneracyWarning, FilterResult, particle_filter
-from .forecasting import ForecastResult, forecast
-from .models import (
-    GaussianObservation,
-    KuramotoModel,
-    LinearGaussianModel,
-    LinearGaussianObservation,
-    Lorenz96Model,
-    kalman_filter,
-)
+from .models import KuramotoModel, LinearGaussianModel, Lorenz96Model
+from .observations import GaussianObservation, LinearGaussianObservation
 from .preprocessing import PerStepTransformer
 from .smoothing import ffbs_smoothed_moments
 
@@ -66,6 +63,7 @@ __all__ = [
     "filtering",
     "forecast",
     "forecasting",
+    "kalman",
     "kalman_filter",
     "make_kuramoto",
     "make_linear_gaussian",
@@ -73,6 +71,7 @@ __all__ = [
     "mixtures",
     "models",
     "networks",
+    "observations",
     "particle_filter",
     "preprocessing",
     "resampling",

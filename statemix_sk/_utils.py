@@ -6,7 +6,9 @@ an observation is far from every particle. The helpers here work on plain arrays
 on autograd's traced values alike.
 """
 
+import importlib
 import numbers
+import warnings
 
 import numpy
 import scipy.sparse
@@ -24,8 +26,10 @@ __all__ = [
     "check_scale",
     "ess_from_log_weights",
     "logsumexp",
+    "moved_names",
     "ndim_or_none",
     "normalise_log_weights",
+    "pad_series",
     "validate_series",
 ]
 
@@ -449,3 +453,37 @@ def validate_series(estimator, Y, *, reset, min_steps=1, check_n_features=True):
             "(columns) they had in fit."
         )
     return series, kind
+
+
+def moved_names(module, moved):
+    """Return a module ``__getattr__`` that finds names moved to other modules.
+
+    ``moved`` maps each name that ``statemix_sk.<module>`` held to the module
+    that holds it now. Reaching one by its old path works, with a FutureWarning
+    that names the new one (scikit-learn's way for names moved out of a module).
+    """
+
+    def __getattr__(name):
+        if name not in moved:
+            raise AttributeError(
+                f"module 'statemix_sk.{module}' has no attribute {name!r}"
+            )
+        new = f"statemix_sk.{moved[name]}"
+        warnings.warn(
+            f"statemix_sk.{module}.{name} has moved to {new}.{name}: import it from "
+            f"there (the old path will be removed in a future release).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(new), name)
+
+    return __getattr__
+
+
+def pad_series(series):
+    """Stack series of possibly different lengths into one NaN-padded 3-D array."""
+    n_steps = max(len(one) for one in series)
+    padded = numpy.full((len(series), n_steps, series[0].shape[1]), numpy.nan)
+    for index, one in enumerate(series):
+        padded[index, : len(one)] = one
+    return padded

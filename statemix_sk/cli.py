@@ -25,19 +25,12 @@ import numpy
 from sklearn.exceptions import ConvergenceWarning
 
 from . import __version__
-from .baselines import random_walk_model
 from .datasets import make_lorenz96
 from .estimator import StateMixFilter
-from .experiments import (
-    EXPERIMENTS,
-    estimate_seconds,
-    format_tables,
-    plot_results,
-    plural,
-    run_experiment,
-)
+from .experiments import EXPERIMENTS, estimate_seconds, run_experiment
 from .filtering import particle_filter
-from .models import kalman_filter
+from .kalman import kalman_filter, random_walk_model
+from .reporting import format_tables, plot_results, plural
 
 __all__ = ["build_parser", "main"]
 
@@ -223,6 +216,13 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo(commands)
+    _add_reproduce(commands)
+    return parser
+
+
+def _add_demo(commands):
+    """Add the ``demo`` command and its options."""
     demo = commands.add_parser(
         "demo",
         help="fit StateMixFilter on Lorenz 96 and compare it with baselines",
@@ -282,6 +282,9 @@ def build_parser():
     )
     demo.set_defaults(handler=_demo)
 
+
+def _add_reproduce(commands):
+    """Add the ``reproduce`` command and its options."""
     reproduce = commands.add_parser(
         "reproduce",
         help="run the paper's comparison of StateMixFilter with the baselines",
@@ -386,7 +389,6 @@ def build_parser():
         "done; 2: also a line per training epoch",
     )
     reproduce.set_defaults(handler=_reproduce)
-    return parser
 
 
 def main(argv=None):

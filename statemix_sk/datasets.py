@@ -13,12 +13,10 @@ paper's own constants are not known to us.
 import numpy
 
 from ._utils import as_generator, check_positive_int
-from .models import (
+from .models import KuramotoModel, LinearGaussianModel, Lorenz96Model
+from .observations import (
     GaussianObservation,
-    KuramotoModel,
-    LinearGaussianModel,
     LinearGaussianObservation,
-    Lorenz96Model,
     phase_observation,
 )
 

@@ -1,22 +1,23 @@
-"""The scikit-learn estimators: StateMixFilter and the filters given a known model.
+"""StateMixFilter: the scikit-learn estimator that learns a filter (StateMixNN).
 
-The only module (besides input checks) that uses scikit-learn's estimator API. It
-validates parameters and data, chooses the networks' scales from the data, and
-hands the numerics to :mod:`statemix_sk.training`, :mod:`statemix_sk.baselines`
-and :mod:`statemix_sk.filtering`. Every estimator here has the same filtering
-API: ``predict`` / ``transform`` (filtered means), ``score`` (log-likelihood per
-observed step), ``score_samples``, ``filter``, ``smooth`` (smoothed means),
-``forecast`` and ``sample``.
+A thin estimator in scikit-learn's way: :class:`StateMixFilter` validates its
+parameters and data, delegates the numerics to pure functions (the start of the
+networks to :mod:`statemix_sk.network_start`, training to
+:mod:`statemix_sk.training`, filtering to :mod:`statemix_sk.filtering`) and
+stores what they return as fitted attributes. The filtering API (``predict``,
+``transform``, ``score``, ``score_samples``, ``filter``, ``smooth``,
+``forecast``, ``sample``) comes from :mod:`statemix_sk.estimator_base`. The
+filters with a known model are in :mod:`statemix_sk.known_model_filters`.
 """
 
-import contextlib
 import copy
+import functools
 import warnings
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (
@@ -25,534 +26,42 @@ from sklearn.utils._param_validation import (
     InvalidParameterError,
     StrOptions,
 )
-from sklearn.utils.validation import check_is_fitted
 
-from ._utils import (
-    check_magnitude,
-    check_positive_int,
-    check_scale,
-    validate_series,
+from ._utils import check_scale, moved_names, pad_series
+from .estimator_base import _ParticleFilterEstimator
+from .filtering import BootstrapProposal, particle_filter
+from .learned import parameter_shapes, periodic_coordinates
+from .network_start import (
+    dynamics_start,
+    linear_smoother,
+    particle_smoother,
+    regression_start,
+    start_score,
+    start_spec,
+    state_statistics,
 )
-from .baselines import (
-    AuxiliaryProposal,
-    ImprovedAuxiliaryProposal,
-    LocallyOptimalProposal,
-    check_locally_optimal_applies,
-    linear_dynamics_by_em,
-    linear_dynamics_by_moments,
-    smoothed_states,
-)
-from .filtering import (
-    BootstrapProposal,
-    DegeneracyWarning,
-    FilterResult,
-    particle_filter,
-)
-from .forecasting import ForecastResult, forecast
-from .learned import (
-    StateMixSpec,
-    expand_components,
-    locally_optimal_gain,
-    periodic_coordinates,
-)
-from .models import LinearGaussianObservation, simulate
-from .networks import Standardizer, make_mixture_head
-from .resampling import RESAMPLING_SCHEMES
-from .smoothing import ffbs_smoothed_moments, genealogy_smoothed_means
-from .training import (
-    TrainingSettings,
-    Validation,
+from .objective import (
     count_observed_steps,
-    fit_restarts,
-    fit_transition_to_states,
     held_out_log_likelihood,
-    mean_log_likelihood,
-    validation_log_likelihood,
+    split_validation,
 )
-
-__all__ = [
-    "AuxiliaryFilter",
-    "BootstrapFilter",
-    "ImprovedAuxiliaryFilter",
-    "InconsistentVersionWarning",
-    "LocallyOptimalFilter",
-    "StateMixFilter",
-]
-
-
-class InconsistentVersionWarning(UserWarning):
-    """An estimator was unpickled under another statemix-sk version.
-
-    Its results may differ from those under the version that pickled it, or it may
-    not work at all. Pickles are meant for the same machine and library versions;
-    refit the estimator under the version in use.
-    """
-
-
-def _package_version():
-    """Return ``statemix_sk.__version__`` (imported late: the package imports us)."""
-    from . import __version__
-
-    return __version__
-
-
-# Every standard deviation of the networks' mixtures stays within these multiples
-# of the data's increment spread (the bounded scale link).
-_SCALE_BOUNDS = (0.01, 10.0)
-# Particles of the filter whose genealogy gives the regression start its states
-# for a non-linear observation (on Kuramoto, 20 series: 500 gave a start with
-# held-out MSE 0.033 against the random-walk start's 0.069).
-_SMOOTHER_PARTICLES = 500
-# Floats of stored particles (40 MB) per filter pass of ``smooth``; more series
-# are filtered and smoothed a few at a time.
-_SMOOTHER_FLOATS = 5_000_000
-
-
-def _pad(series):
-    """Stack series of possibly different lengths into one NaN-padded 3-D array."""
-    n_steps = max(len(one) for one in series)
-    padded = numpy.full((len(series), n_steps, series[0].shape[1]), numpy.nan)
-    for index, one in enumerate(series):
-        padded[index, : len(one)] = one
-    return padded
-
-
-def _warn_if_degenerate(ess, series):
-    """Warn once if the ESS fell below 2 at a step of a series (padding excluded)."""
-    ess = numpy.asarray(ess)
-    observed_steps = numpy.arange(ess.shape[1])[None] < numpy.array(
-        [[len(one)] for one in series]
-    )
-    collapsed = (ess < 2.0) & observed_steps
-    if numpy.any(collapsed):
-        index, step = numpy.argwhere(collapsed)[0]
-        warnings.warn(
-            f"The effective sample size fell below 2 at {int(collapsed.sum())} of "
-            f"{int(observed_steps.sum())} steps (first at step {step} of series "
-            f"{index}, ESS {ess[index, step]:.3g}): the filtered estimates there "
-            "rest on one or two particles. More particles (n_particles), or a look "
-            "at the data for outliers, may help; FilterResult.ess has the ESS of "
-            "every step.",
-            DegeneracyWarning,
-            stacklevel=3,
-        )
-
-
-def _leaves(params):
-    """Return the arrays of a parameter dict, in a fixed order."""
-    return [
-        array
-        for phase in ("transition", "proposal")
-        for array in [
-            *(array for layer in params[phase]["layers"] for array in layer),
-            params[phase]["linear"],
-        ]
-    ]
-
-
-def _spread(values, axis):
-    """Return the NaN-ignoring standard deviation, 1 where it is 0 or undefined."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        spread = numpy.nanstd(values, axis=axis)
-    return numpy.where(numpy.isfinite(spread) & (spread > 0), spread, 1.0)
-
-
-class _ParticleFilterEstimator(TransformerMixin, BaseEstimator):
-    """What every filter estimator shares: input handling and the filtering API.
-
-    A subclass's ``fit`` sets ``model_``, ``proposal_``, ``n_features_in_`` and
-    ``_eval_seed``, and has the parameters ``n_particles``, ``resampling``,
-    ``ess_threshold`` and ``random_state``.
-    """
-
-    # The argument that supplies the model the filter runs (named when its output
-    # is not finite).
-    _model_argument = "model"
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.target_tags.required = False
-        return tags
-
-    # ----------------------------------------------------------------------------
-    # Pickling
-    # ----------------------------------------------------------------------------
-
-    def __getstate__(self):
-        """Return the state to pickle, with the statemix-sk version."""
-        state = dict(super().__getstate__())
-        state["_statemix_sk_version"] = _package_version()
-        return state
-
-    def __setstate__(self, state):
-        """Restore a pickled state; warn if another statemix-sk version wrote it."""
-        state = dict(state)
-        pickled = state.pop("_statemix_sk_version", "unknown")
-        current = _package_version()
-        if pickled != current:
-            warnings.warn(
-                f"Unpickling {type(self).__name__} from statemix-sk version "
-                f"{pickled} when using version {current}: its results may differ, "
-                "or it may not work. Refit it under this version.",
-                InconsistentVersionWarning,
-                stacklevel=2,
-            )
-        super().__setstate__(state)
-
-    # ----------------------------------------------------------------------------
-    # Input handling
-    # ----------------------------------------------------------------------------
-
-    def _validate_series(self, Y, *, reset):
-        """Return the series (at least two steps each) and the input's kind.
-
-        See :func:`~statemix_sk._utils.validate_series`.
-        """
-        return validate_series(self, Y, reset=reset, min_steps=2)
-
-    @contextlib.contextmanager
-    def _unchanged_on_failure(self):
-        """Undo what a failed or interrupted fit recorded about its input.
-
-        Validation records ``n_features_in_`` and ``feature_names_in_`` before the
-        work; the fitted attributes are set only at the end of a fit. A fit that
-        raises (KeyboardInterrupt included) leaves the estimator as it was.
-        """
-        names = ("n_features_in_", "feature_names_in_")
-        recorded = {name: getattr(self, name) for name in names if hasattr(self, name)}
-        try:
-            yield
-        except BaseException:
-            for name in names:
-                if hasattr(self, name):
-                    delattr(self, name)
-            for name, value in recorded.items():
-                setattr(self, name, value)
-            raise
-
-    @staticmethod
-    def _restore(values, series, kind):
-        """Give per-series results (padded, with a series axis) the input's shape."""
-        if kind == "single":
-            return values[0]
-        if kind == "array":
-            return values
-        return [value[: len(one)] for value, one in zip(values, series, strict=True)]
-
-    # ----------------------------------------------------------------------------
-    # After fitting
-    # ----------------------------------------------------------------------------
-
-    def _filter_series(self, series, seed, return_particles):
-        """Filter series (a list) in one pass with the fitted model; check it."""
-        with numpy.errstate(all="ignore"):
-            result = particle_filter(
-                _pad(series),
-                self.model_,
-                self.proposal_,
-                n_particles=self.n_particles,
-                resampling=self.resampling,
-                ess_threshold=self.ess_threshold,
-                random_state=seed,
-                return_particles=return_particles,
-            )
-        self._check_finite(result)
-        return result
-
-    def _run_filter(self, Y, return_particles=False):
-        check_is_fitted(self)
-        series, kind = self._validate_series(Y, reset=False)
-        result = self._filter_series(series, self._eval_seed, return_particles)
-        return result, series, kind
-
-    def _check_finite(self, result):
-        """Raise a ValueError if the filter's output is not finite.
-
-        The input is finite (checked) and every weight is in the log domain, so
-        NaN or infinity can only come from the model: its densities or its states
-        (a user's observation function that fails far from the data, say).
-        """
-        increments = numpy.asarray(result.log_likelihood_increments)
-        means = numpy.asarray(result.filtered_means)
-        bad = ~numpy.isfinite(increments) | ~numpy.all(numpy.isfinite(means), -1)
-        if numpy.any(bad):
-            series, step = numpy.argwhere(bad)[0]
-            raise ValueError(
-                f"The filter's output is not finite from step {step} of series "
-                f"{series} on, although Y is finite: the {self._model_argument} "
-                f"({type(self.model_).__name__} with "
-                f"{type(self.model_.observation).__name__}) gave NaN or infinite "
-                "densities or states there. Check that the observation model (for "
-                "a GaussianObservation, its function) and the transition are "
-                "finite for every state the particles may reach."
-            )
-
-    def filter(self, Y, return_particles=False):
-        """Filter series with the model and proposal.
-
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
-        return_particles : bool, default=False
-            Also return the particles, log-weights and ancestors of every step.
-
-        Returns
-        -------
-        result : FilterResult or list of FilterResult
-            For a 2-D ``Y`` one result with the shapes documented by
-            :class:`~statemix_sk.filtering.FilterResult`; for a 3-D ``Y`` one with
-            a leading series axis; for a list, one result per series. Its ``ess``
-            is the effective sample size after each step.
-
-        Warns
-        -----
-        DegeneracyWarning
-            Once per call, when the effective sample size fell below 2 at some
-            step of some series: the estimates there rest on one or two
-            particles.
-        """
-        result, series, kind = self._run_filter(Y, return_particles)
-        _warn_if_degenerate(result.ess, series)
-        if kind == "array":
-            return result
-        results = [
-            FilterResult(
-                *(
-                    None
-                    if field is None
-                    else numpy.asarray(field)[index]
-                    if numpy.ndim(field) == 1
-                    else numpy.asarray(field)[index, : len(one)]
-                    for field in result
-                )
-            )
-            for index, one in enumerate(series)
-        ]
-        return results[0] if kind == "single" else results
-
-    def predict(self, Y):
-        """Return the filtered means ``E[x_t | y_1:t]`` under the model.
-
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
-
-        Returns
-        -------
-        states : ndarray of shape (n_steps, n_states), (n_sequences, n_steps, \
-n_states), or list of ndarray
-            In the structure of ``Y``.
-        """
-        result, series, kind = self._run_filter(Y)
-        return self._restore(result.filtered_means, series, kind)
-
-    def transform(self, Y):
-        """Return the filtered means, as :meth:`predict` does (for pipelines)."""
-        return self.predict(Y)
-
-    def score_samples(self, Y):
-        """Log-likelihood increments ``log p(y_t | y_1:t-1)`` per step.
-
-        Returns
-        -------
-        increments : ndarray of shape (n_steps,), (n_sequences, n_steps), or list
-            In the structure of ``Y``; 0 where a row is entirely missing.
-        """
-        result, series, kind = self._run_filter(Y)
-        return self._restore(
-            numpy.asarray(result.log_likelihood_increments), series, kind
-        )
-
-    def score(self, Y, y=None):
-        """Mean log-likelihood per observed time step (higher is better).
-
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        score : float
-        """
-        result, series, _ = self._run_filter(Y)
-        n_observed = count_observed_steps(_pad(series))
-        return float(numpy.sum(result.log_likelihood) / max(n_observed, 1))
-
-    def sample(self, n_steps, n_sequences=None, random_state=None):
-        """Simulate from the model (the learned one, for StateMixFilter).
-
-        Parameters
-        ----------
-        n_steps : int
-        n_sequences : int, default=None
-            None returns 2-D arrays; an int, 3-D arrays.
-        random_state : int, RandomState instance or None, default=None
-            None uses the estimator's ``random_state``.
-
-        Returns
-        -------
-        Y : ndarray of shape (n_steps, n_features) or (n_sequences, n_steps, \
-n_features)
-            Simulated observations.
-        X : ndarray of shape (n_steps, n_states) or (n_sequences, n_steps, \
-n_states)
-            Simulated states.
-        """
-        check_is_fitted(self)
-        rng = check_random_state(
-            self.random_state if random_state is None else random_state
-        )
-        seed = int(rng.randint(0, 2**31 - 1))
-        return simulate(self.model_, n_steps, n_sequences, seed)
-
-    # ----------------------------------------------------------------------------
-    # Smoothing and forecasting
-    # ----------------------------------------------------------------------------
-
-    def _filter_groups(self, series, groups, return_particles):
-        """Filter each group of series (lists of indices) in one pass; yield results.
-
-        A group whose first series is ``first`` runs with the seed
-        ``_eval_seed + first``: the group of all series, from 0, is the run of
-        :meth:`predict`.
-        """
-        for group in groups:
-            chunk = [series[index] for index in group]
-            result = self._filter_series(
-                chunk, self._eval_seed + group[0], return_particles
-            )
-            yield group, chunk, result
-
-    @staticmethod
-    def _gather(values, kind):
-        """Put per-series arrays (in the input's order) in the input's structure."""
-        if kind == "single":
-            return values[0]
-        if kind == "array":
-            return numpy.stack(values)
-        return values
-
-    def smooth(self, Y, return_std=False):
-        """Return the smoothed means ``E[x_t | y_1:T]`` under the model.
-
-        Each series is filtered as in :meth:`predict`, keeping the particles of
-        every step, and smoothed by forward filtering, backward smoothing
-        (:func:`~statemix_sk.smoothing.ffbs_smoothed_moments`) with the model's
-        transition density (the learned mixture, for StateMixFilter): every
-        estimate uses the whole series, the later observations included. Costs
-        ``O(n_particles**2)`` per step; deterministic for a fitted estimator.
-        Rows with missing entries are smoothed through.
-
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`.
-        return_std : bool, default=False
-            Also return the smoothed standard deviations.
-
-        Returns
-        -------
-        states : ndarray of shape (n_steps, n_states), (n_sequences, n_steps, \
-n_states), or list of ndarray
-            In the structure of ``Y``. The last step's equal :meth:`predict`'s
-            when all the series are filtered in one pass (stored particles up to
-            about 40 MB; more series are filtered a few at a time, each chunk
-            with its own seed).
-        std : same structure as ``states``
-            With ``return_std=True``: the smoothed standard deviations.
-        """
-        check_is_fitted(self)
-        series, kind = self._validate_series(Y, reset=False)
-        length = max(len(one) for one in series)
-        per_chunk = max(
-            1,
-            _SMOOTHER_FLOATS // (length * self.n_particles * int(self.model_.n_states)),
-        )
-        groups = [
-            list(range(first, min(first + per_chunk, len(series))))
-            for first in range(0, len(series), per_chunk)
-        ]
-        means, scales = [], []
-        for _, chunk, result in self._filter_groups(series, groups, True):
-            moments = ffbs_smoothed_moments(
-                result, self.model_, lengths=[len(one) for one in chunk]
-            )
-            for index, one in enumerate(chunk):
-                means.append(moments.smoothed_means[index, : len(one)])
-                scales.append(moments.smoothed_scales[index, : len(one)])
-        means = self._gather(means, kind)
-        if return_std:
-            return means, self._gather(scales, kind)
-        return means
-
-    def forecast(self, Y, n_steps, *, quantiles=None):
-        """Forecast states and observations ``n_steps`` past the end of each series.
-
-        Each series is filtered as in :meth:`predict`; its final weighted cloud
-        is moved through the model's transition (the learned one, for
-        StateMixFilter), see :func:`~statemix_sk.forecasting.forecast`.
-        Missing rows at the end of a series are forecast across: the forecast
-        starts after its last row, observed or not. Deterministic for a fitted
-        estimator.
-
-        Parameters
-        ----------
-        Y : array-like or list of array-like
-            As in :meth:`fit`; a list's series may have different lengths (each
-            is forecast from its own end).
-        n_steps : int
-            Steps ahead, at least 1.
-        quantiles : sequence of float in (0, 1), default=None
-            Also return these quantiles of the predictive distributions.
-
-        Returns
-        -------
-        forecast : ForecastResult
-            Its means and standard deviations of the states (``state_mean``,
-            ``state_std``) and of the observations, noise included
-            (``observation_mean``, ``observation_std``), and with
-            ``quantiles`` their quantiles; each field in the structure of
-            ``Y``: (n_steps, n_states) for one series, (n_sequences, n_steps,
-            n_states) for a 3-D ``Y``, a list for a list (the quantiles'
-            levels come before the steps).
-        """
-        check_is_fitted(self)
-        n_steps = check_positive_int(n_steps, "n_steps")
-        series, kind = self._validate_series(Y, reset=False)
-        # Series of one length share a pass: padding a shorter series would
-        # start its forecast after the padding instead of after its end.
-        lengths = numpy.array([len(one) for one in series])
-        groups = [
-            numpy.flatnonzero(lengths == length).tolist()
-            for length in numpy.unique(lengths)
-        ]
-        per_series = [None] * len(series)
-        for group, _, result in self._filter_groups(series, groups, False):
-            # The forecast's own stream: a child of the evaluation seed's
-            # sequence, distinct from the filter's seed.
-            seed = numpy.random.SeedSequence(self._eval_seed, spawn_key=(group[0],))
-            ahead = forecast(
-                result, self.model_, n_steps, quantiles=quantiles, random_state=seed
-            )
-            for position, index in enumerate(group):
-                per_series[index] = [
-                    None if field is None else field[position] for field in ahead
-                ]
-        return ForecastResult(
-            *(
-                None
-                if per_series[0][field] is None
-                else self._gather([one[field] for one in per_series], kind)
-                for field in range(len(ForecastResult._fields))
-            )
-        )
+from .observations import LinearGaussianObservation
+from .resampling import RESAMPLING_SCHEMES
+from .training import TrainingSettings, best_restart, fit_restarts
+
+__all__ = ["StateMixFilter"]
+
+# Moved in issue 16; the old paths warn (FutureWarning) and will go.
+__getattr__ = moved_names(
+    "estimator",
+    {
+        "AuxiliaryFilter": "known_model_filters",
+        "BootstrapFilter": "known_model_filters",
+        "ImprovedAuxiliaryFilter": "known_model_filters",
+        "InconsistentVersionWarning": "estimator_base",
+        "LocallyOptimalFilter": "known_model_filters",
+    },
+)
 
 
 class StateMixFilter(_ParticleFilterEstimator):
@@ -576,11 +85,11 @@ class StateMixFilter(_ParticleFilterEstimator):
     n_particles : int, default=100
         Particles ``N`` per series, in training and after.
     observation : observation model, default=None
-        The known ``g(y | x)``: a :class:`~statemix_sk.models.\
-LinearGaussianObservation`, a :class:`~statemix_sk.models.GaussianObservation` or
-        any object with the same members. None means ``y = x + v`` with ``v`` of
-        standard deviation ``observation_noise``; the state then has as many
-        components as ``Y`` has features.
+        The known ``g(y | x)``: a :class:`~statemix_sk.observations.\
+LinearGaussianObservation`, a :class:`~statemix_sk.observations.\
+GaussianObservation` or any object with the same members. None means
+        ``y = x + v`` with ``v`` of standard deviation ``observation_noise``; the
+        state then has as many components as ``Y`` has features.
     observation_noise : float or array-like of shape (n_features,), default=None
         Standard deviation(s) of the observation noise when ``observation`` is
         None (None means 1.0). Setting it together with ``observation`` is an
@@ -610,12 +119,12 @@ default="regression"
         with any other it is the random walk): the maximum-likelihood stationary
         linear-Gaussian model ``x_t - mu = A (x_{t-1} - mu) + w`` (diagonal
         ``Q``), by expectation-maximisation with the Kalman smoother
-        (:func:`~statemix_sk.baselines.linear_dynamics_by_em`) started from the
+        (:func:`~statemix_sk.kalman.linear_dynamics_by_em`) started from the
         method of moments on the least-squares states ``pinv(H) y``
-        (:func:`~statemix_sk.baselines.linear_dynamics_by_moments`), as
+        (:func:`~statemix_sk.kalman.linear_dynamics_by_moments`), as
         scikit-learn's mixtures start from k-means. ``"regression"``: the whole
         transition network fitted by maximum likelihood to estimated states
-        (:func:`~statemix_sk.training.fit_transition_to_states`, early-stopped
+        (:func:`~statemix_sk.network_start.fit_transition_to_states`, early-stopped
         on the held-out series' estimates), a non-linear regression of each
         state on the previous one. The states are the linear start's Kalman
         smoother's for a linear observation, and for any other the ancestral
@@ -964,239 +473,6 @@ default="systematic"
             )
         return numpy.sort(value).astype(int)
 
-    def _state_statistics(self, series, observation):
-        """Scales the networks start from, read off the data.
-
-        For a linear observation the least-squares states ``pinv(H) y`` give the
-        standardisation of the networks' input, the increment spread (the
-        random-walk scale that the untrained transition starts with) and the
-        default initial distribution. The increment spread is a method-of-moments
-        estimate: the differences of the least-squares states carry the
-        observation noise twice, so its variance ``2 diag(pinv(H) R pinv(H)')`` is
-        taken off (keeping at least a tenth of the raw spread). For any other
-        observation nothing about the state's scale can be read off ``Y``: zero
-        mean, unit scale, and an increment spread of a tenth of the initial scale.
-        """
-        n_states = observation.n_states
-        matrix = getattr(observation, "observation_matrix", None)
-        if matrix is not None:
-            inverse = numpy.linalg.pinv(matrix)
-            with numpy.errstate(over="ignore", invalid="ignore"):
-                states = [one @ inverse.T for one in series]  # NaN stays NaN
-            stacked = numpy.concatenate(states)
-            complete = ~numpy.any(numpy.isnan(numpy.concatenate(series)), axis=1)
-            try:
-                if not numpy.all(numpy.isfinite(stacked[complete])):
-                    raise ValueError("They overflow float64.")
-                check_magnitude(stacked, "pinv(observation_matrix) @ Y")
-            except ValueError as exc:
-                raise ValueError(
-                    "observation_matrix is too close to singular for this Y: the "
-                    f"least-squares states pinv(H) y are out of range. {exc}"
-                ) from None
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = numpy.nanmean(stacked, axis=0)
-                first = numpy.nanmean(numpy.stack([one[0] for one in states]), 0)
-            mean = numpy.where(numpy.isfinite(mean), mean, 0.0)
-            scale = _spread(stacked, axis=0)
-            raw = _spread(
-                numpy.concatenate([numpy.diff(one, axis=0) for one in states]), 0
-            )
-            noise_variance = numpy.diag(
-                inverse @ observation.noise_covariance @ inverse.T
-            )
-            increments = numpy.sqrt(
-                numpy.maximum(raw**2 - 2.0 * noise_variance, (0.1 * raw) ** 2)
-            )
-            initial_mean = numpy.where(numpy.isfinite(first), first, mean)
-            initial_scale = scale
-        else:
-            mean, scale = numpy.zeros(n_states), numpy.ones(n_states)
-            initial_mean, initial_scale = mean, scale
-            increments = None
-        if self.initial_state_mean is not None:
-            value = numpy.asarray(self.initial_state_mean, dtype=float)
-            if (
-                value.ndim > 1
-                or (value.ndim == 1 and value.size != n_states)
-                or not (numpy.all(numpy.isfinite(value)))
-            ):
-                raise ValueError(
-                    f"initial_state_mean must be a finite scalar or a vector of "
-                    f"{n_states} entries, got {self.initial_state_mean!r}."
-                )
-            initial_mean = numpy.broadcast_to(value, (n_states,)).copy()
-        if self.initial_state_scale is not None:
-            initial_scale = check_scale(
-                self.initial_state_scale, "initial_state_scale", n_states
-            )
-        if increments is None:
-            increments = 0.1 * initial_scale
-        return Standardizer(mean, scale), increments, initial_mean, initial_scale
-
-    def _dynamics_start(
-        self, series, observation, stats, increments, initial_mean, initial_scale
-    ):
-        """Where the linear parts start: see ``init_dynamics``.
-
-        Returns the transition's drift (None: a random walk) and spread, and the
-        fitted linear model ``(A, diag(Q))`` (None unless one was fitted).
-        """
-        matrix = getattr(observation, "observation_matrix", None)
-        if matrix is None or self.init_dynamics == "random_walk":
-            return None, increments, None
-        inverse = numpy.linalg.pinv(matrix)
-        transition_matrix, process_variance = linear_dynamics_by_moments(
-            [one @ inverse.T for one in series],
-            inverse @ observation.noise_covariance @ inverse.T,
-            stats.mean,
-        )
-        if transition_matrix is None:
-            return None, increments, None
-        transition_matrix, process_variance, _ = linear_dynamics_by_em(
-            series,
-            observation,
-            stats.mean,
-            transition_matrix,
-            process_variance,
-            initial_mean,
-            initial_scale,
-        )
-        # Increment = (A - I)(x - mean) = (A - I) diag(scale) z for the
-        # standardised input z.
-        drift = (transition_matrix - numpy.eye(len(stats.mean))) * stats.scale
-        transition_scale = numpy.clip(
-            numpy.sqrt(process_variance), 0.05 * increments, increments
-        )
-        return drift, transition_scale, (transition_matrix, process_variance)
-
-    @staticmethod
-    def _proposal_start(observation, transition_scale, increments):
-        """Gain and spread of the locally optimal proposal of a transition's noise.
-
-        Returns ``(None, transition_scale)`` (the proposal starts as the
-        transition) when the observation is not linear.
-        """
-        matrix = getattr(observation, "observation_matrix", None)
-        if matrix is None:
-            return None, transition_scale
-        # Without this start, a proposal that starts as the transition is a
-        # bootstrap filter, which loses track in a few dimensions and gives the
-        # networks little to learn from.
-        gain, proposal_scale = locally_optimal_gain(
-            matrix, observation.noise_covariance, transition_scale
-        )
-        gain = gain * observation.noise_scale  # per unit of scaled innovation
-        return gain, numpy.maximum(proposal_scale, 1e-3 * increments)
-
-    @staticmethod
-    def _kalman_smoother(spec, linear):
-        """State estimates for the regression start, linear observation.
-
-        The Kalman smoother of the fitted linear model (``linear``: its
-        ``(A, diag(Q))``): a function from series to their smoothed means.
-        """
-        transition_matrix, process_variance = linear
-
-        def smooth(sequences):
-            return smoothed_states(
-                sequences,
-                spec.observation,
-                spec.input_stats.mean,
-                transition_matrix,
-                process_variance,
-                spec.initial_mean,
-                spec.initial_scale,
-            )
-
-        return smooth
-
-    @staticmethod
-    def _particle_smoother(spec, seed):
-        """State estimates for the regression start, any observation.
-
-        The ancestral paths of a bootstrap filter with the untrained (random-walk)
-        transition of ``spec``, at ``_SMOOTHER_PARTICLES`` particles
-        (:func:`~statemix_sk.smoothing.genealogy_smoothed_means`): a function
-        from series to their smoothed means. A few series at a time, so that the
-        stored particles stay within about 40 MB.
-        """
-        model, _ = spec.build(spec.init_params(numpy.random.default_rng(seed)))
-        n_states = spec.observation.n_states
-
-        def smooth(sequences):
-            length = max(len(one) for one in sequences)
-            per_chunk = max(1, 5_000_000 // (length * _SMOOTHER_PARTICLES * n_states))
-            means = []
-            for first in range(0, len(sequences), per_chunk):
-                chunk = sequences[first : first + per_chunk]
-                with numpy.errstate(all="ignore"):
-                    result = particle_filter(
-                        _pad(chunk),
-                        model,
-                        None,
-                        n_particles=_SMOOTHER_PARTICLES,
-                        random_state=seed + first,
-                        return_particles=True,
-                    )
-                paths = genealogy_smoothed_means(result)
-                means.extend(p[: len(y)] for p, y in zip(paths, chunk, strict=True))
-            return means
-
-        return smooth
-
-    def _regression_start(self, spec, make_spec, series, held_out, smooth, seed):
-        """Start the transition as a regression on smoothed states.
-
-        ``smooth`` estimates the states of every training series (the Kalman
-        smoother of the linear start, or the particle smoother of the random-walk
-        start); the transition network is fitted to them by maximum likelihood
-        (:func:`~statemix_sk.training.fit_transition_to_states`, early-stopped
-        on the held-out series' smoothed states when there are any), and the
-        proposal starts as the locally optimal proposal for the fitted
-        transition's noise. Returns the spec that starts there.
-        """
-        # The regression is fitted with one component, then each of the S
-        # components starts from it: fitted with S components, the mixture
-        # overfitted 18 Lorenz 96 series (held-out log-likelihood per step
-        # -17.3, against -15.5 with one component).
-        one_head = spec.transition_head._replace(n_components=1)
-        one_spec = spec._replace(transition_head=one_head)
-        rng = numpy.random.default_rng(seed)
-        params = one_spec.init_params(rng)
-        with numpy.errstate(all="ignore"):
-            fitted, noise_scale = fit_transition_to_states(
-                params,
-                one_spec,
-                smooth(series),
-                None if held_out is None else smooth(held_out),
-                rng=rng,
-            )
-        # Near-zero output weights, without the linear drift (in the fit already).
-        start = spec._replace(transition_drift=None).init_params(rng)["transition"]
-        transition = expand_components(
-            fitted["transition"], one_head, spec.transition_head, start
-        )
-        return make_spec(noise_scale, transition)
-
-    def _start_score(self, spec, Y, validation, seed):
-        """Fixed-seed log-likelihood per step of a start (held-out data if any)."""
-        params = spec.init_params(numpy.random.default_rng(seed))
-        settings = self._settings()
-        with numpy.errstate(all="ignore"):
-            if validation is not None:
-                score = validation_log_likelihood(
-                    params, spec, validation, settings, seed
-                )
-            else:
-                score = float(
-                    mean_log_likelihood(
-                        params, spec, Y, count_observed_steps(Y), settings, seed
-                    )
-                )
-        return score if numpy.isfinite(score) else -numpy.inf
-
     def _settings(self):
         return TrainingSettings(
             n_particles=self.n_particles,
@@ -1214,59 +490,6 @@ default="systematic"
             alpha=self.alpha,
             verbose=self.verbose,
         )
-
-    def _split_validation(self, series, random_state):
-        """Return the training series, the :class:`Validation` and its series.
-
-        See ``early_stopping``: whole series are held out when there are two or
-        more, otherwise the last windows of the one series; None (twice) when
-        ``early_stopping`` is False or the data are too few.
-        """
-        if self.early_stopping is False:
-            return series, None, None
-        n_series = len(series)
-        if n_series >= 2:
-            n_held = min(
-                int(numpy.ceil(self.validation_fraction * n_series)), n_series - 1
-            )
-            order = random_state.permutation(n_series)
-            held = sorted(order[:n_held])
-            kept = sorted(order[n_held:])
-            held_out = [series[i] for i in held]
-            training = [series[i] for i in kept]
-
-            def observed(sequences):
-                return any(numpy.any(~numpy.isnan(one)) for one in sequences)
-
-            # Both parts need an observation to learn from and to score.
-            if observed(held_out) and observed(training):
-                return training, Validation(_pad(held_out)), held_out
-        n_steps = len(series[0])
-        n_windows = -(-n_steps // self.window_length)
-        if n_series == 1 and n_windows >= 2:
-            n_held = min(
-                int(numpy.ceil(self.validation_fraction * n_windows)), n_windows - 1
-            )
-            first_held = (n_windows - n_held) * self.window_length
-            held = series[0][first_held:]
-            if numpy.any(~numpy.isnan(held)) and numpy.any(
-                ~numpy.isnan(series[0][:first_held])
-            ):
-                return (
-                    [series[0][:first_held]],
-                    Validation(series[0][None], first_step=first_held),
-                    [series[0][first_held:]],
-                )
-        if self.early_stopping is True:
-            raise ValueError(
-                "early_stopping=True needs data to hold out: two series or more "
-                "with observations among both the held-out and the training "
-                "series, or one series of at least two windows (window_length="
-                f"{self.window_length}) with observations in both parts; got "
-                f"{n_series} series of {n_steps} steps. Use early_stopping='auto' "
-                "or False to train on all the data."
-            )
-        return series, None, None
 
     # ----------------------------------------------------------------------------
     # Fitting
@@ -1305,148 +528,29 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         random_state = check_random_state(self.random_state)
         root_seed, eval_seed, start_seed = random_state.randint(0, 2**31 - 1, size=3)
         all_series = series
-        series, validation, held_out = self._split_validation(series, random_state)
-        # The scales and the linear start (a few parameters per state) are read
-        # off all the data; what has the capacity to overfit (the networks, the
-        # regression start) learns from the training part only.
-        stats, increments, initial_mean, initial_scale = self._state_statistics(
-            all_series, observation
+        series, validation, held_out = split_validation(
+            series,
+            random_state,
+            early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction,
+            window_length=self.window_length,
         )
-        n_states = observation.n_states
-        drift, transition_scale, linear = self._dynamics_start(
-            all_series, observation, stats, increments, initial_mean, initial_scale
+        Y_padded = pad_series(series)
+        spec, start, periodic = self._start(
+            all_series,
+            series,
+            held_out,
+            validation,
+            observation,
+            hidden_layer_sizes,
+            int(start_seed),
         )
-        periodic = self._resolve_periodic(observation, initial_mean, initial_scale)
-        if periodic.size:
-            stats = stats._replace(periodic=periodic)
-            if drift is not None:
-                # The linear part multiplies sin(x) where x is a phase: the
-                # linear start cannot act on a phase.
-                drift = drift.copy()
-                drift[:, periodic] = 0.0
-
-        def head(initial_scale):
-            return make_mixture_head(
-                self.n_components,
-                n_states,
-                location_scale=increments,
-                initial_scale=initial_scale,
-                scale_bounds=_SCALE_BOUNDS,
-                covariance_type=self.covariance_type,
-            )
-
-        def make_spec(noise_scale, transition_params=None):
-            # The proposal starts as the locally optimal proposal for a Gaussian
-            # transition of this noise, around the transition's mean.
-            gain, proposal_scale = self._proposal_start(
-                observation, noise_scale, increments
-            )
-            return StateMixSpec(
-                head(transition_scale),
-                head(proposal_scale),
-                stats,
-                observation,
-                initial_mean,
-                initial_scale,
-                hidden_layer_sizes,
-                transition_drift=drift,
-                proposal_gain=gain,
-                transition_params=transition_params,
-            )
-
-        spec = make_spec(transition_scale)
-        Y_padded = _pad(series)
-        start = "linear" if linear is not None else "random_walk"
-        if self.init_dynamics == "regression":
-            if linear is not None:
-                smooth = self._kalman_smoother(spec, linear)
-            else:
-                smooth = self._particle_smoother(spec, int(start_seed))
-            regression = self._regression_start(
-                spec, make_spec, series, held_out, smooth, int(start_seed)
-            )
-            # The regression is fitted to smoothed states, not to the data: the
-            # filter's likelihood of held-out data (or, without any, of the
-            # training data) decides whether it beats the linear (or random-walk)
-            # start. On linear-Gaussian data it does not (smoothed states are
-            # smoother than the true ones, so its noise comes out too small).
-            start_score, regression_score = (
-                self._start_score(candidate, Y_padded, validation, int(start_seed))
-                for candidate in (spec, regression)
-            )
-            if regression_score > start_score:
-                spec, start = regression, "regression"
-        warm = self.warm_start and hasattr(self, "params_")
-        if warm:
-            # The previous parameters can start this fit only if every array has
-            # the shape this fit's networks need.
-            fresh = spec.init_params(numpy.random.default_rng(0))
-            shapes = [numpy.shape(a) for a in _leaves(fresh)]
-            warm = shapes == [numpy.shape(a) for a in _leaves(self.params_)]
-        n_init = 1 if warm else self.n_init
-        seed_sequences = numpy.random.SeedSequence(int(root_seed)).spawn(n_init)
-        results = fit_restarts(
-            spec,
-            Y_padded,
-            self._settings(),
-            seed_sequences,
-            int(eval_seed),
-            validation=validation,
-            n_jobs=self.n_jobs,
-            init_params=self.params_ if warm else None,
+        best, scores, finite = self._train(
+            spec, Y_padded, validation, root_seed, eval_seed
         )
-        for index, result in enumerate(results):
-            if result.diverged:
-                warnings.warn(
-                    f"Restart {index} produced a non-finite log-likelihood or "
-                    f"gradient in epoch {result.n_iter} and was stopped there; "
-                    "its best finite parameters are kept. A smaller learning_rate "
-                    "may help.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        scores = numpy.array(
-            [
-                result.score if validation is None else result.validation_score
-                for result in results
-            ]
+        model, proposal, uses_proposal = self._choose_proposal(
+            spec, best.params, validation, int(eval_seed)
         )
-        finite = numpy.isfinite(scores)
-        if not finite.any():
-            raise ValueError(
-                "Every restart diverged: no parameters gave a finite "
-                "log-likelihood. Check the observation model and its noise against "
-                "the data, or lower learning_rate."
-            )
-        best = results[int(numpy.argmax(numpy.where(finite, scores, -numpy.inf)))]
-        if not best.converged and not best.diverged:
-            warnings.warn(
-                f"StateMixFilter did not converge in max_iter={self.max_iter} "
-                f"epochs: its score was still improving by more than tol="
-                f"{self.tol} within n_iter_no_change={self.n_iter_no_change} "
-                "epochs. Increase max_iter, or check history_.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        model, proposal = spec.build(best.params)
-        uses_proposal = self.use_proposal is True or (
-            self.use_proposal == "auto" and validation is None
-        )
-        if self.use_proposal == "auto" and validation is not None:
-            # The learned proposal can fit the training series without
-            # generalising (measured on Kuramoto): it is used only if it gives a
-            # higher held-out likelihood than the learned transition proposing.
-            settings = self._settings()
-            with numpy.errstate(all="ignore"):
-                learned, transition = (
-                    held_out_log_likelihood(
-                        model, candidate, validation, settings, int(eval_seed)
-                    )
-                    for candidate in (proposal, None)
-                )
-            uses_proposal = not transition > learned
-        if not uses_proposal:
-            proposal = BootstrapProposal()
         # Every fitted attribute is set here, together, after all the work: an
         # interrupted fit leaves the estimator as it was.
         self.spec_ = spec
@@ -1454,11 +558,11 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         self.model_ = model
         self.proposal_ = proposal
         self.observation_ = observation
-        self.n_states_ = n_states
+        self.n_states_ = observation.n_states
         self.periodic_states_ = periodic
-        self.initial_state_mean_ = initial_mean
-        self.initial_state_scale_ = initial_scale
-        Y_all = _pad(all_series)
+        self.initial_state_mean_ = spec.initial_mean
+        self.initial_state_scale_ = spec.initial_scale
+        Y_all = pad_series(all_series)
         with numpy.errstate(all="ignore"):
             result = particle_filter(
                 Y_all,
@@ -1490,245 +594,148 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         self._eval_seed = int(eval_seed)
         return self
 
-
-# --------------------------------------------------------------------------------------
-# Filters given a known model
-# --------------------------------------------------------------------------------------
-
-_MODEL_METHODS = ["sample_initial", "sample_transition", "transition_log_density"]
-
-
-class _KnownModelFilter(_ParticleFilterEstimator):
-    """A particle filter with a given model: ``fit`` only validates and records."""
-
-    _parameter_constraints: ClassVar[dict] = {
-        "model": [HasMethods(_MODEL_METHODS)],
-        "n_particles": [Interval(Integral, 1, None, closed="left")],
-        "resampling": [StrOptions(set(RESAMPLING_SCHEMES))],
-        "random_state": ["random_state"],
-    }
-    # Auxiliary filters resample at every step; the others when ESS / N falls to
-    # ess_threshold.
-    ess_threshold = 1.0
-
-    def __init__(
-        self, model, *, n_particles=100, resampling="systematic", random_state=None
+    def _start(
+        self, all_series, series, held_out, validation, observation, hidden, seed
     ):
-        self.model = model
-        self.n_particles = n_particles
-        self.resampling = resampling
-        self.random_state = random_state
+        """Return the spec training starts from, its kind and the periodic states.
 
-    def _make_proposal(self, model):
-        raise NotImplementedError
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, Y, y=None):
-        """Validate the model and the observations, and fix the filter's seed.
-
-        Nothing is learned: the model is known. ``fit`` records the number of
-        features (which must be the model's ``observation.n_outputs``), copies
-        the model and draws the seed that makes every later method
-        deterministic.
-
-        Parameters
-        ----------
-        Y : array-like of shape (n_steps, n_features), or (n_sequences, n_steps, \
-n_features), or list of array-like of shape (n_steps_i, n_features)
-            Observations; NaN entries are missing.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self
+        See :mod:`statemix_sk.network_start`. The scales and the linear start (a
+        few parameters per state) are read off all the data; what has the
+        capacity to overfit (the networks, the regression start) learns from the
+        training part only.
         """
-        observation = getattr(self.model, "observation", None)
-        n_outputs = getattr(observation, "n_outputs", None)
-        if n_outputs is None:
-            raise ValueError(
-                "model must have an observation model with n_outputs (see the "
-                "model protocol in statemix_sk.models), got "
-                f"{type(self.model).__name__} without one."
-            )
-        model = copy.deepcopy(self.model)
-        proposal = self._make_proposal(model)
-        with self._unchanged_on_failure():
-            series, _ = self._validate_series(Y, reset=True)
-            if series[0].shape[1] != n_outputs:
-                raise ValueError(
-                    f"Y has {series[0].shape[1]} features, but the model's "
-                    f"observation has {n_outputs} outputs."
-                )
-            eval_seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        # The fitted attributes are set together, after everything that can fail.
-        self.model_ = model
-        self.proposal_ = proposal
-        self.n_states_ = int(model.n_states)
-        self._eval_seed = eval_seed
-        return self
-
-
-class BootstrapFilter(_KnownModelFilter):
-    """The bootstrap particle filter with a known model: particles move with ``f``.
-
-    Parameters
-    ----------
-    model : state-space model
-        A model of :mod:`statemix_sk.models` or any object with the members of
-        the model protocol documented there.
-    n_particles : int, default=100
-    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
-default="systematic"
-    ess_threshold : float in [0, 1], default=1.0
-        Resample when ``ESS / N <= ess_threshold`` (1: at every step).
-    random_state : int, RandomState instance or None, default=None
-        Fixes, in ``fit``, the seed of every later method.
-
-    Attributes
-    ----------
-    model_ : state-space model
-        A copy of ``model``.
-    proposal_ : BootstrapProposal
-    n_states_ : int
-    n_features_in_ : int
-
-    Examples
-    --------
-    >>> from statemix_sk import BootstrapFilter, make_linear_gaussian
-    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
-    >>> bootstrap = BootstrapFilter(model, n_particles=200, random_state=0).fit(Y)
-    >>> bootstrap.predict(Y).shape
-    (50, 4)
-    """
-
-    _parameter_constraints: ClassVar[dict] = {
-        **_KnownModelFilter._parameter_constraints,
-        "ess_threshold": [Interval(Real, 0, 1, closed="both")],
-    }
-
-    def __init__(
-        self,
-        model,
-        *,
-        n_particles=100,
-        resampling="systematic",
-        ess_threshold=1.0,
-        random_state=None,
-    ):
-        super().__init__(
-            model,
-            n_particles=n_particles,
-            resampling=resampling,
-            random_state=random_state,
+        stats, increments, initial_mean, initial_scale = state_statistics(
+            all_series, observation, self.initial_state_mean, self.initial_state_scale
         )
-        self.ess_threshold = ess_threshold
+        drift, transition_scale, linear = dynamics_start(
+            all_series,
+            observation,
+            stats,
+            increments,
+            initial_mean,
+            initial_scale,
+            self.init_dynamics,
+        )
+        periodic = self._resolve_periodic(observation, initial_mean, initial_scale)
+        if periodic.size:
+            stats = stats._replace(periodic=periodic)
+            if drift is not None:
+                # The linear part multiplies sin(x) where x is a phase: the
+                # linear start cannot act on a phase.
+                drift = drift.copy()
+                drift[:, periodic] = 0.0
+        make_spec = functools.partial(
+            start_spec,
+            observation=observation,
+            stats=stats,
+            increments=increments,
+            transition_scale=transition_scale,
+            initial_mean=initial_mean,
+            initial_scale=initial_scale,
+            drift=drift,
+            hidden_layer_sizes=hidden,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+        )
+        spec = make_spec(transition_scale)
+        start = "linear" if linear is not None else "random_walk"
+        if self.init_dynamics != "regression":
+            return spec, start, periodic
+        if linear is not None:
+            smooth = linear_smoother(spec, linear)
+        else:
+            smooth = self._particle_smoother(spec, seed)
+        regression = regression_start(spec, make_spec, series, held_out, smooth, seed)
+        # The regression is fitted to smoothed states, not to the data: the
+        # filter's likelihood of held-out data (or, without any, of the
+        # training data) decides whether it beats the linear (or random-walk)
+        # start. On linear-Gaussian data it does not (smoothed states are
+        # smoother than the true ones, so its noise comes out too small).
+        Y_padded = pad_series(series)
+        initial_score, regression_score = (
+            self._start_score(candidate, Y_padded, validation, seed)
+            for candidate in (spec, regression)
+        )
+        if regression_score > initial_score:
+            return regression, "regression", periodic
+        return spec, start, periodic
 
-    def _make_proposal(self, model):
-        return BootstrapProposal()
+    @staticmethod
+    def _particle_smoother(spec, seed):
+        """See :func:`~statemix_sk.network_start.particle_smoother`."""
+        return particle_smoother(spec, seed)
 
+    def _start_score(self, spec, Y, validation, seed):
+        """See :func:`~statemix_sk.network_start.start_score`."""
+        return start_score(spec, Y, validation, self._settings(), seed)
 
-class AuxiliaryFilter(_KnownModelFilter):
-    """The auxiliary particle filter (Pitt and Shephard, 1999) with a known model.
+    def _train(self, spec, Y_padded, validation, root_seed, eval_seed):
+        """Train from ``spec`` (``n_init`` restarts); return the best and the scores.
 
-    See :class:`~statemix_sk.baselines.AuxiliaryProposal`. It resamples at every
-    step. The model needs ``transition_mean``.
-
-    Parameters
-    ----------
-    model : state-space model
-    n_particles : int, default=100
-    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
-default="systematic"
-    random_state : int, RandomState instance or None, default=None
-
-    Attributes
-    ----------
-    model_, proposal_, n_states_, n_features_in_
-        As for :class:`BootstrapFilter`.
-
-    Examples
-    --------
-    >>> from statemix_sk import AuxiliaryFilter, make_linear_gaussian
-    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
-    >>> AuxiliaryFilter(model, random_state=0).fit(Y).predict(Y).shape
-    (50, 4)
-    """
-
-    def _make_proposal(self, model):
-        if not hasattr(model, "transition_mean"):
-            raise ValueError(
-                "AuxiliaryFilter needs the model's transition_mean (the predicted "
-                f"means of its first-stage weights); {type(model).__name__} has none."
+        Warns for each diverged restart and when the best did not converge.
+        """
+        warm = self.warm_start and hasattr(self, "params_")
+        if warm:
+            # The previous parameters can start this fit only if every array has
+            # the shape this fit's networks need.
+            fresh = spec.init_params(numpy.random.default_rng(0))
+            warm = parameter_shapes(fresh) == parameter_shapes(self.params_)
+        n_init = 1 if warm else self.n_init
+        seed_sequences = numpy.random.SeedSequence(int(root_seed)).spawn(n_init)
+        results = fit_restarts(
+            spec,
+            Y_padded,
+            self._settings(),
+            seed_sequences,
+            int(eval_seed),
+            validation=validation,
+            n_jobs=self.n_jobs,
+            init_params=self.params_ if warm else None,
+        )
+        for index, result in enumerate(results):
+            if result.diverged:
+                warnings.warn(
+                    f"Restart {index} produced a non-finite log-likelihood or "
+                    f"gradient in epoch {result.n_iter} and was stopped there; "
+                    "its best finite parameters are kept. A smaller learning_rate "
+                    "may help.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        best, scores, finite = best_restart(results, validation)
+        if not best.converged and not best.diverged:
+            warnings.warn(
+                f"StateMixFilter did not converge in max_iter={self.max_iter} "
+                f"epochs: its score was still improving by more than tol="
+                f"{self.tol} within n_iter_no_change={self.n_iter_no_change} "
+                "epochs. Increase max_iter, or check history_.",
+                ConvergenceWarning,
+                stacklevel=3,
             )
-        return AuxiliaryProposal()
+        return best, scores, finite
 
+    def _choose_proposal(self, spec, params, validation, eval_seed):
+        """Return the model, the proposal filtering uses and whether it is learned.
 
-class ImprovedAuxiliaryFilter(AuxiliaryFilter):
-    """The improved auxiliary particle filter (Elvira et al., 2018), known model.
-
-    See :class:`~statemix_sk.baselines.ImprovedAuxiliaryProposal`: O(N^2) time
-    and memory per step (an (N, N) array of transition densities per series).
-    It resamples at every step. The model needs ``transition_mean``.
-
-    Parameters
-    ----------
-    model : state-space model
-    n_particles : int, default=100
-    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
-default="systematic"
-    random_state : int, RandomState instance or None, default=None
-
-    Attributes
-    ----------
-    model_, proposal_, n_states_, n_features_in_
-        As for :class:`BootstrapFilter`.
-
-    Examples
-    --------
-    >>> from statemix_sk import ImprovedAuxiliaryFilter, make_linear_gaussian
-    >>> Y, X, model = make_linear_gaussian(50, random_state=0)
-    >>> ImprovedAuxiliaryFilter(model, random_state=0).fit(Y).score(Y) < 0
-    True
-    """
-
-    def _make_proposal(self, model):
-        super()._make_proposal(model)
-        return ImprovedAuxiliaryProposal()
-
-
-class LocallyOptimalFilter(BootstrapFilter):
-    """The particle filter with the exact optimal proposal ``p(x_t | x_{t-1}, y_t)``.
-
-    See :class:`~statemix_sk.baselines.LocallyOptimalProposal`. It needs a
-    Gaussian transition (``transition_mean`` and ``process_noise``) and a
-    linear-Gaussian observation (``observation_matrix``, ``noise_covariance``);
-    ``fit`` raises a ValueError that says what is missing otherwise. With many
-    particles it is the best any filter can do with the true model.
-
-    Parameters
-    ----------
-    model : state-space model
-    n_particles : int, default=100
-    resampling : {"systematic", "stratified", "multinomial", "residual"}, \
-default="systematic"
-    ess_threshold : float in [0, 1], default=1.0
-    random_state : int, RandomState instance or None, default=None
-
-    Attributes
-    ----------
-    model_, proposal_, n_states_, n_features_in_
-        As for :class:`BootstrapFilter`.
-
-    Examples
-    --------
-    >>> from statemix_sk import LocallyOptimalFilter, make_lorenz96
-    >>> Y, X, model = make_lorenz96(50, random_state=0)
-    >>> states = LocallyOptimalFilter(model, random_state=0).fit(Y).predict(Y)
-    >>> bool(((states - X) ** 2).mean() < ((Y - X) ** 2).mean())
-    True
-    """
-
-    def _make_proposal(self, model):
-        check_locally_optimal_applies(model)
-        return LocallyOptimalProposal(model)
+        See ``use_proposal``.
+        """
+        model, proposal = spec.build(params)
+        uses_proposal = self.use_proposal is True or (
+            self.use_proposal == "auto" and validation is None
+        )
+        if self.use_proposal == "auto" and validation is not None:
+            # The learned proposal can fit the training series without
+            # generalising (measured on Kuramoto): it is used only if it gives a
+            # higher held-out likelihood than the learned transition proposing.
+            settings = self._settings()
+            with numpy.errstate(all="ignore"):
+                learned, transition = (
+                    held_out_log_likelihood(
+                        model, candidate, validation, settings, eval_seed
+                    )
+                    for candidate in (proposal, None)
+                )
+            uses_proposal = not transition > learned
+        if not uses_proposal:
+            proposal = BootstrapProposal()
+        return model, proposal, uses_proposal

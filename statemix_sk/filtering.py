@@ -298,6 +298,261 @@ def _joined_increments(values, traced):
     return _join_columns(*pieces)
 
 
+class _Step(NamedTuple):
+    """Which rows of one step take the proposal, and the observations they see."""
+
+    y_rows: object
+    """(B * N, n_outputs): ``y_t`` per row (NaN where missing)."""
+    y_proposal: object
+    """``y_rows`` with zeros in the rows that take a bootstrap step."""
+    proposal: object
+    """The proposal of the step (the bootstrap one where no series uses it)."""
+    proposal_rows: numpy.ndarray | None
+    """(B * N,) of bool: the rows that use ``proposal`` (None: all of them)."""
+    uses_proposal: numpy.ndarray
+    """(B,) of bool: the series that use ``proposal``."""
+    partly_observed: numpy.ndarray
+    """(B,) of bool: the series that observe at least one entry."""
+
+
+class _Resampled(NamedTuple):
+    """The outcome of one step's resampling."""
+
+    resample: numpy.ndarray
+    """(B,) of bool: the series that resampled."""
+    ancestors: numpy.ndarray
+    """(B, N): each new particle's parent within its series."""
+    rows: numpy.ndarray
+    """(B * N,): the parents' rows in the stacked cloud."""
+    reference: numpy.ndarray
+    """(B, N): the stop-gradient values ``log vbar_a`` (0 where not resampled)."""
+    log_carried: object
+    """(B, N): the log-weight each new particle carries into the step."""
+
+
+def _check_arguments(n_particles, ess_threshold):
+    """Check ``n_particles`` (warning at 1) and ``ess_threshold``."""
+    n_particles = check_positive_int(n_particles, "n_particles")
+    if n_particles == 1:
+        warnings.warn(
+            "n_particles=1: a particle filter with one particle cannot weight "
+            "anything (its normalised weight is always 1, and resampling only "
+            "copies it), so its estimates are those of its proposal alone. Use "
+            "n_particles=2 or more (in practice 100 or more).",
+            UserWarning,
+            stacklevel=3,
+        )
+    if not 0.0 <= ess_threshold <= 1.0:
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}.")
+    return n_particles
+
+
+def _start(model, shape, batched, rng, initial_particles, initial_log_weights):
+    """Return the starting cloud: drawn from the model, or the one given."""
+    n_series, n_particles = shape
+    if initial_particles is None:
+        if initial_log_weights is not None:
+            raise ValueError(
+                "initial_log_weights needs initial_particles: the weights belong "
+                "to a given cloud."
+            )
+        particles = model.sample_initial(n_series * n_particles, rng)
+        log_weights = numpy.full((n_series, n_particles), -numpy.log(n_particles))
+        return particles, log_weights
+    return _initial_cloud(
+        initial_particles,
+        initial_log_weights,
+        (n_series, n_particles, model.n_states),
+        batched,
+    )
+
+
+def _step_inputs(y, n_particles, proposal, handles_missing):
+    """Return step ``t``'s observations per row and the rows using ``proposal``."""
+    # Per step, not for all of Y at once: nothing that grows with the series.
+    n_series = y.shape[0]
+    observed = ~numpy.isnan(y)
+    partly_observed = observed.any(axis=1)
+    uses_proposal = partly_observed if handles_missing else observed.all(axis=1)
+    if n_series == 1:
+        # A read-only view: nothing to copy, and nothing kept on the tape.
+        y_rows = numpy.broadcast_to(y[0], (n_series * n_particles, y.shape[1]))
+    else:
+        y_rows = numpy.repeat(y, n_particles, axis=0)
+    if uses_proposal.all():
+        step_proposal, proposal_rows = proposal, None
+    elif not uses_proposal.any():
+        step_proposal, proposal_rows = _BOOTSTRAP, None
+    else:
+        # Some series miss an entry (or, for a proposal that handles missing
+        # entries, all of them): they take a bootstrap step (in _propose); the
+        # proposal sees zeros there, so nothing NaN enters the computation.
+        step_proposal = proposal
+        proposal_rows = numpy.repeat(uses_proposal, n_particles)
+    y_proposal = (
+        y_rows
+        if proposal_rows is None
+        else numpy.where(proposal_rows[:, None], y_rows, 0.0)
+    )
+    return _Step(
+        y_rows, y_proposal, step_proposal, proposal_rows, uses_proposal, partly_observed
+    )
+
+
+def _first_stage(step, model, particles, log_weights):
+    """Return the proposal's first-stage log-weights ``log eta``, (B, N) or None."""
+    log_eta = step.proposal.first_stage_log_weights(
+        model, particles, log_weights, step.y_proposal
+    )
+    if log_eta is not None:
+        log_eta = np.reshape(log_eta, np.shape(log_weights))
+        if step.proposal_rows is not None:
+            log_eta = np.where(step.uses_proposal[:, None], log_eta, 0.0)
+    return log_eta
+
+
+def _resample(log_weights, log_eta, scheme, ess_threshold, rng, frozen_step):
+    """Pick the ancestors (stop-gradient resampling); see the module docstring.
+
+    ``frozen_step`` is None or the frozen run's ``(resampled, ancestors,
+    reference)`` at this step, reused instead of the decisions drawn here.
+    """
+    n_series, n_particles = numpy.shape(log_weights)
+    values = getval(log_weights)
+    if frozen_step is not None:
+        resample = frozen_step[0]
+    elif log_eta is not None:
+        resample = numpy.ones(n_series, dtype=bool)
+    else:
+        resample = numpy.array([should_resample(row, ess_threshold) for row in values])
+
+    if log_eta is None:
+        # W is normalised, so v = W needs no renormalising: sum(v) = 1.
+        log_resampling = log_weights
+    else:
+        log_v = log_weights + log_eta
+        log_total = logsumexp(log_v, axis=1, keepdims=True)
+        log_resampling = log_v - log_total
+    resampling_values = getval(log_resampling)
+    ancestors = numpy.broadcast_to(
+        numpy.arange(n_particles), (n_series, n_particles)
+    ).copy()
+    for series in numpy.flatnonzero(resample):
+        ancestors[series] = scheme(numpy.exp(resampling_values[series]), rng)
+    if frozen_step is not None:
+        # Drawn above all the same, so that the proposals' random numbers stay
+        # those of the frozen run.
+        ancestors = frozen_step[1]
+    # Row offsets of each series' block, to turn per-series ancestors into rows.
+    offsets = (numpy.arange(n_series) * n_particles)[:, None]
+    rows = (ancestors + offsets).ravel()
+    gathered = np.reshape(
+        take_rows(np.reshape(log_resampling, (-1,)), rows),
+        (n_series, n_particles),
+    )
+    if frozen_step is not None:
+        reference = frozen_step[2]
+    else:
+        reference = numpy.where(resample[:, None], getval(gathered), 0.0)
+    # A resampled particle carries log vbar_a - stop_gradient(log vbar_a)
+    # (zero in value; its gradient is the score of the ancestor choice) plus
+    # log sum(v) - log N - log eta_a; one that was not resampled carries log W.
+    log_n = numpy.log(n_particles)
+    log_carried = gathered + numpy.where(resample[:, None], -reference - log_n, 0.0)
+    if log_eta is not None:
+        eta_rows = take_rows(np.reshape(log_eta, (-1,)), rows)
+        log_carried = (
+            log_carried + log_total - np.reshape(eta_rows, (n_series, n_particles))
+        )
+    return _Resampled(resample, ancestors, rows, reference, log_carried)
+
+
+def _propose(step, model, particles, log_weights, log_eta, rows, rng):
+    """Draw the new particles; return them and ``log f - log q`` (or None)."""
+    n_series = numpy.shape(log_weights)[0]
+    x_prev = take_rows(particles, rows)
+    context = PreviousCloud(particles, log_weights, rows, log_eta, n_series)
+    new_particles, log_ratio = step.proposal.propose(
+        model, x_prev, step.y_proposal, rng, context
+    )
+    if step.proposal_rows is not None:
+        bootstrap = model.sample_transition(x_prev, rng)
+        new_particles = np.where(step.proposal_rows[:, None], new_particles, bootstrap)
+        if log_ratio is not None:
+            log_ratio = np.where(step.proposal_rows, log_ratio, 0.0)
+    return new_particles, log_ratio
+
+
+def _weigh(step, model, particles, log_carried, log_ratio):
+    """Weigh the new particles; return ``log W_t`` and the increments, (B, 1)."""
+    shape = numpy.shape(log_carried)
+    log_w = log_carried
+    if log_ratio is not None:
+        log_w = log_w + np.reshape(log_ratio, shape)
+    if step.partly_observed.any():
+        log_w = log_w + np.reshape(
+            model.observation.log_density(particles, step.y_rows), shape
+        )
+    increment = logsumexp(log_w, axis=1, keepdims=True)
+    if not step.partly_observed.all():
+        # Nothing observed: the increment is log 1 = 0, exactly, not 0 up to
+        # rounding; its gradient (the resampling score) is kept.
+        increment = np.where(
+            step.partly_observed[:, None], increment, increment - getval(increment)
+        )
+    return log_w - increment, increment
+
+
+def _summarise(particles, log_weights, resampled, return_particles):
+    """Return step ``t``'s reported values (from values, outside the trace)."""
+    n_series, n_particles = numpy.shape(log_weights)
+    weight_values = numpy.exp(getval(log_weights))
+    particle_values = numpy.reshape(getval(particles), (n_series, n_particles, -1))
+    mean = numpy.einsum("bn,bnd->bd", weight_values, particle_values)
+    spread = numpy.einsum(
+        "bn,bnd->bd", weight_values, (particle_values - mean[:, None]) ** 2
+    )
+    step = {
+        "means": mean,
+        "scales": numpy.sqrt(spread),
+        "ess": ess_from_log_weights(getval(log_weights)),
+        "resampled": resampled.resample,
+    }
+    if return_particles:
+        step.update(
+            particles=particle_values,
+            log_weights=getval(log_weights),
+            ancestors=resampled.ancestors,
+            reference=resampled.reference,
+        )
+    return step
+
+
+def _result(records, increments, particles, log_weights, batched):
+    """Assemble the FilterResult (for one series, without the series axis)."""
+    n_series, n_particles = numpy.shape(log_weights)
+    final_particles = numpy.reshape(
+        numpy.array(getval(particles)), (n_series, n_particles, -1)
+    )
+    result = FilterResult(
+        log_likelihood=np.sum(increments, axis=1),
+        log_likelihood_increments=increments,
+        filtered_means=records["means"],
+        filtered_scales=records["scales"],
+        ess=records["ess"],
+        resampled=records["resampled"],
+        particles=records.get("particles"),
+        log_weights=records.get("log_weights"),
+        ancestors=records.get("ancestors"),
+        resampling_log_weights=records.get("reference"),
+        final_particles=final_particles,
+        final_log_weights=numpy.array(getval(log_weights)),
+    )
+    if batched:
+        return result
+    return FilterResult(*(None if field is None else field[0] for field in result))
+
+
 def particle_filter(
     Y,
     model,
@@ -370,48 +625,24 @@ default="systematic"
     (20, 4)
     """
     Y, batched = _check_series(Y, model.observation.n_outputs)
-    n_particles = check_positive_int(n_particles, "n_particles")
-    if n_particles == 1:
-        warnings.warn(
-            "n_particles=1: a particle filter with one particle cannot weight "
-            "anything (its normalised weight is always 1, and resampling only "
-            "copies it), so its estimates are those of its proposal alone. Use "
-            "n_particles=2 or more (in practice 100 or more).",
-            UserWarning,
-            stacklevel=2,
-        )
-    if not 0.0 <= ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}.")
+    n_particles = _check_arguments(n_particles, ess_threshold)
     scheme = get_resampling_scheme(resampling)
     rng = as_generator(random_state)
     proposal = _BOOTSTRAP if proposal is None else proposal
     handles_missing = bool(getattr(proposal, "handles_missing_entries", False))
     n_series, n_steps, _ = Y.shape
-    n_rows = n_series * n_particles
     if frozen is not None:
-        frozen_resampled, frozen_ancestors, frozen_reference = _frozen_arrays(
+        frozen_arrays = _frozen_arrays(
             frozen, batched, (n_series, n_steps, n_particles)
         )
-    log_n = numpy.log(n_particles)
-    # Row offsets of each series' block, to turn per-series ancestors into rows.
-    offsets = (numpy.arange(n_series) * n_particles)[:, None]
-    identity = numpy.broadcast_to(numpy.arange(n_particles), (n_series, n_particles))
-
-    if initial_particles is None:
-        if initial_log_weights is not None:
-            raise ValueError(
-                "initial_log_weights needs initial_particles: the weights belong "
-                "to a given cloud."
-            )
-        particles = model.sample_initial(n_rows, rng)
-        log_weights = numpy.full((n_series, n_particles), -log_n)
-    else:
-        particles, log_weights = _initial_cloud(
-            initial_particles,
-            initial_log_weights,
-            (n_series, n_particles, model.n_states),
-            batched,
-        )
+    particles, log_weights = _start(
+        model,
+        (n_series, n_particles),
+        batched,
+        rng,
+        initial_particles,
+        initial_log_weights,
+    )
     # The per-step outputs are written into arrays allocated at the first step
     # (shape and dtype from its values), not kept in lists and stacked: a pass
     # then holds its outputs once, whatever the length of the series.
@@ -421,150 +652,30 @@ default="systematic"
     traced_increments = []
     increment_values = numpy.empty((n_series, n_steps))
     for t in range(n_steps):
-        # Per step, not for all of Y at once: nothing that grows with the series.
-        observed = ~numpy.isnan(Y[:, t])
-        partly_observed = observed.any(axis=1)
-        uses_proposal = partly_observed if handles_missing else observed.all(axis=1)
-        if n_series == 1:
-            # A read-only view: nothing to copy, and nothing kept on the tape.
-            y_rows = numpy.broadcast_to(Y[0, t], (n_rows, Y.shape[2]))
-        else:
-            y_rows = numpy.repeat(Y[:, t], n_particles, axis=0)
-        if uses_proposal.all():
-            step_proposal, proposal_rows = proposal, None
-        elif not uses_proposal.any():
-            step_proposal, proposal_rows = _BOOTSTRAP, None
-        else:
-            # Some series miss an entry (or, for a proposal that handles missing
-            # entries, all of them): they take a bootstrap step (below); the
-            # proposal sees zeros there, so nothing NaN enters the computation.
-            step_proposal = proposal
-            proposal_rows = numpy.repeat(uses_proposal, n_particles)
-        y_proposal = (
-            y_rows
-            if proposal_rows is None
-            else numpy.where(proposal_rows[:, None], y_rows, 0.0)
+        step = _step_inputs(Y[:, t], n_particles, proposal, handles_missing)
+        log_eta = _first_stage(step, model, particles, log_weights)
+        frozen_step = (
+            None if frozen is None else tuple(array[:, t] for array in frozen_arrays)
         )
-
-        log_eta = step_proposal.first_stage_log_weights(
-            model, particles, log_weights, y_proposal
+        resampled = _resample(
+            log_weights, log_eta, scheme, ess_threshold, rng, frozen_step
         )
-        if log_eta is not None:
-            log_eta = np.reshape(log_eta, (n_series, n_particles))
-            if proposal_rows is not None:
-                log_eta = np.where(uses_proposal[:, None], log_eta, 0.0)
-        values = getval(log_weights)
-        if frozen is not None:
-            resample = frozen_resampled[:, t]
-        elif log_eta is not None:
-            resample = numpy.ones(n_series, dtype=bool)
-        else:
-            resample = numpy.array(
-                [should_resample(row, ess_threshold) for row in values]
-            )
-
-        if log_eta is None:
-            # W is normalised, so v = W needs no renormalising: sum(v) = 1.
-            log_resampling = log_weights
-        else:
-            log_v = log_weights + log_eta
-            log_total = logsumexp(log_v, axis=1, keepdims=True)
-            log_resampling = log_v - log_total
-        resampling_values = getval(log_resampling)
-        ancestors = identity.copy()
-        for series in numpy.flatnonzero(resample):
-            ancestors[series] = scheme(numpy.exp(resampling_values[series]), rng)
-        if frozen is not None:
-            # Drawn above all the same, so that the proposals' random numbers stay
-            # those of the frozen run.
-            ancestors = frozen_ancestors[:, t]
-        rows = (ancestors + offsets).ravel()
-        gathered = np.reshape(
-            take_rows(np.reshape(log_resampling, (-1,)), rows),
-            (n_series, n_particles),
+        new_particles, log_ratio = _propose(
+            step, model, particles, log_weights, log_eta, resampled.rows, rng
         )
-        if frozen is not None:
-            reference = frozen_reference[:, t]
-        else:
-            reference = numpy.where(resample[:, None], getval(gathered), 0.0)
-        # A resampled particle carries log vbar_a - stop_gradient(log vbar_a)
-        # (zero in value; its gradient is the score of the ancestor choice) plus
-        # log sum(v) - log N - log eta_a; one that was not resampled carries log W.
-        log_carried = gathered + numpy.where(resample[:, None], -reference - log_n, 0.0)
-        if log_eta is not None:
-            eta_rows = take_rows(np.reshape(log_eta, (-1,)), rows)
-            log_carried = (
-                log_carried + log_total - np.reshape(eta_rows, (n_series, n_particles))
-            )
-        x_prev = take_rows(particles, rows)
-        context = PreviousCloud(particles, log_weights, rows, log_eta, n_series)
-        particles, log_ratio = step_proposal.propose(
-            model, x_prev, y_proposal, rng, context
+        particles = new_particles
+        log_weights, increment = _weigh(
+            step, model, particles, resampled.log_carried, log_ratio
         )
-        if proposal_rows is not None:
-            bootstrap = model.sample_transition(x_prev, rng)
-            particles = np.where(proposal_rows[:, None], particles, bootstrap)
-            if log_ratio is not None:
-                log_ratio = np.where(proposal_rows, log_ratio, 0.0)
-        log_w = log_carried
-        if log_ratio is not None:
-            log_w = log_w + np.reshape(log_ratio, (n_series, n_particles))
-        if partly_observed.any():
-            log_w = log_w + np.reshape(
-                model.observation.log_density(particles, y_rows),
-                (n_series, n_particles),
-            )
-        increment = logsumexp(log_w, axis=1, keepdims=True)
-        if not partly_observed.all():
-            # Nothing observed: the increment is log 1 = 0, exactly, not 0 up to
-            # rounding; its gradient (the resampling score) is kept.
-            increment = np.where(
-                partly_observed[:, None], increment, increment - getval(increment)
-            )
-        log_weights = log_w - increment
-
         if isbox(increment):
             traced_increments.append((t, increment))
         increment_values[:, t] = getval(increment)[:, 0]
-        weight_values = numpy.exp(getval(log_weights))
-        particle_values = numpy.reshape(getval(particles), (n_series, n_particles, -1))
-        mean = numpy.einsum("bn,bnd->bd", weight_values, particle_values)
-        spread = numpy.einsum(
-            "bn,bnd->bd", weight_values, (particle_values - mean[:, None]) ** 2
+        _record(
+            records,
+            _summarise(particles, log_weights, resampled, return_particles),
+            t,
+            n_steps,
         )
-        step = {
-            "means": mean,
-            "scales": numpy.sqrt(spread),
-            "ess": ess_from_log_weights(getval(log_weights)),
-            "resampled": resample,
-        }
-        if return_particles:
-            step.update(
-                particles=particle_values,
-                log_weights=getval(log_weights),
-                ancestors=ancestors,
-                reference=reference,
-            )
-        _record(records, step, t, n_steps)
 
     increments = _joined_increments(increment_values, traced_increments)
-    final_particles = numpy.reshape(
-        numpy.array(getval(particles)), (n_series, n_particles, -1)
-    )
-    result = FilterResult(
-        log_likelihood=np.sum(increments, axis=1),
-        log_likelihood_increments=increments,
-        filtered_means=records["means"],
-        filtered_scales=records["scales"],
-        ess=records["ess"],
-        resampled=records["resampled"],
-        particles=records.get("particles"),
-        log_weights=records.get("log_weights"),
-        ancestors=records.get("ancestors"),
-        resampling_log_weights=records.get("reference"),
-        final_particles=final_particles,
-        final_log_weights=numpy.array(getval(log_weights)),
-    )
-    if batched:
-        return result
-    return FilterResult(*(None if field is None else field[0] for field in result))
+    return _result(records, increments, particles, log_weights, batched)

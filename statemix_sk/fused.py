@@ -33,7 +33,6 @@ from autograd.extend import defvjp, defvjp_argnums, primitive
 
 from ._utils import logsumexp
 from .mixtures import _diag_density_gradients, _diag_terms, choose_components
-from .models import LinearGaussianObservation
 from .networks import (
     _mlp_activations,
     _mlp_backward,
@@ -42,6 +41,7 @@ from .networks import (
     standardize,
     standardize_vjp,
 )
+from .observations import LinearGaussianObservation
 
 __all__ = [
     "KeptIntermediates",

@@ -57,6 +57,7 @@ __all__ = [
     "expand_components",
     "init_mixture_network",
     "locally_optimal_gain",
+    "parameter_shapes",
     "periodic_coordinates",
 ]
 
@@ -215,7 +216,7 @@ def periodic_coordinates(observation, probes):
 
     Examples
     --------
-    >>> from statemix_sk.models import GaussianObservation, phase_observation
+    >>> from statemix_sk.observations import GaussianObservation, phase_observation
     >>> observation = GaussianObservation(phase_observation, 3, 0.5)
     >>> periodic_coordinates(observation, numpy.zeros((4, 3))).tolist()
     [0, 1, 2]
@@ -571,3 +572,18 @@ particle_filter`; :meth:`init_params` draws such a dict.
             params["proposal"], self.proposal_head, self.input_stats
         )
         return model, proposal
+
+
+def parameter_shapes(params):
+    """Return the shapes of a parameter dict's arrays, in a fixed order.
+
+    Two dicts with equal shapes fit the same networks (a warm start needs it).
+    """
+    return [
+        numpy.shape(array)
+        for phase in ("transition", "proposal")
+        for array in [
+            *(array for layer in params[phase]["layers"] for array in layer),
+            params[phase]["linear"],
+        ]
+    ]

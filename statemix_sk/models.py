@@ -1,4 +1,4 @@
-"""State-space models with known densities, observation models, the Kalman filter.
+"""State-space models with known densities: the protocol, Lorenz 96, Kuramoto.
 
 The model protocol
 ------------------
@@ -34,45 +34,52 @@ learned model can be differentiated.
 An observation model has ``n_states``, ``n_outputs``, ``noise_scale`` (the standard
 deviation of each output's noise, shape (n_outputs,)), ``mean(x)`` (the noiseless
 observation ``h(x)``, (n, n_outputs)), ``log_density(x, y)`` (``log g(y | x[i])``,
-(n,), where NaN entries of ``y`` are missing and left out) and ``sample(x, rng)``.
+(n,), where NaN entries of ``y`` are missing and left out) and ``sample(x, rng)``;
+:mod:`statemix_sk.observations` has two.
 
 Every ``*_noise`` or ``*_scale`` argument is a standard deviation, a scalar or one
-per component; full matrices are called ``*_covariance``.
+per component; full matrices are called ``*_covariance``. The exact Kalman filter of
+the linear-Gaussian model is in :mod:`statemix_sk.kalman`.
 """
 
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import autograd.numpy as np
 import numpy
-import scipy.linalg
-from autograd.extend import defvjp, primitive
 
 from ._utils import (
-    MAX_MAGNITUDE,
     as_generator,
-    check_magnitude,
-    check_observations,
     check_positive_int,
     check_scale,
+    moved_names,
+)
+from .observations import (
+    GaussianObservation,
+    LinearGaussianObservation,
+    phase_observation,
 )
 
 __all__ = [
-    "GaussianObservation",
     "GaussianTransitionModel",
-    "KalmanResult",
-    "KalmanSmootherResult",
     "KuramotoModel",
     "LinearGaussianModel",
-    "LinearGaussianObservation",
     "Lorenz96Model",
     "StateSpaceModel",
-    "kalman_filter",
-    "kalman_smoother",
-    "phase_observation",
     "simulate",
 ]
 
 _LOG_2PI = numpy.log(2.0 * numpy.pi)
+
+# Moved in issue 16; the old paths warn (FutureWarning) and will go.
+__getattr__ = moved_names(
+    "models",
+    {
+        "KalmanResult": "kalman",
+        "KalmanSmootherResult": "kalman",
+        "kalman_filter": "kalman",
+        "kalman_smoother": "kalman",
+    },
+)
 
 
 class StateSpaceModel(Protocol):
@@ -90,374 +97,6 @@ class StateSpaceModel(Protocol):
     def transition_log_density(self, x, x_prev): ...  # noqa: D102
 
     def transition_mean(self, x_prev): ...  # noqa: D102
-
-
-# --------------------------------------------------------------------------------------
-# Observation models
-# --------------------------------------------------------------------------------------
-
-
-def _as_real_array(value, name):
-    """Return ``value`` as a float array, or raise a ValueError naming ``name``."""
-    if numpy.iscomplexobj(value):
-        raise ValueError(f"{name} must be real, got complex numbers.")
-    try:
-        return numpy.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an array of real numbers: {exc}") from None
-
-
-def _check_covariance(covariance, name, size=None):
-    """Validate a symmetric positive-definite matrix; return it and its Cholesky."""
-    covariance = _as_real_array(covariance, name)
-    if covariance.ndim != 2 or covariance.shape[0] != covariance.shape[1]:
-        raise ValueError(
-            f"{name} must be a square matrix, got shape {covariance.shape}."
-        )
-    if size is not None and covariance.shape[0] != size:
-        raise ValueError(
-            f"{name} must be {size} x {size} to match the observations, got "
-            f"{covariance.shape}."
-        )
-    if not numpy.all(numpy.isfinite(covariance)):
-        raise ValueError(f"{name} must be finite.")
-    variances = numpy.diag(covariance)
-    if numpy.any(variances > MAX_MAGNITUDE**2) or numpy.any(
-        (variances > 0) & (variances < MAX_MAGNITUDE**-2)
-    ):
-        raise ValueError(
-            f"{name} must have variances between {MAX_MAGNITUDE**-2:g} and "
-            f"{MAX_MAGNITUDE**2:g} (standard deviations between "
-            f"{1 / MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}), got {variances}."
-        )
-    if not numpy.allclose(covariance, covariance.T, rtol=1e-10, atol=1e-12):
-        raise ValueError(f"{name} must be symmetric.")
-    singular = ValueError(
-        f"{name} must be positive definite (it is singular or has a negative "
-        "eigenvalue)."
-    )
-    try:
-        cholesky = numpy.linalg.cholesky(covariance)
-    except numpy.linalg.LinAlgError:
-        raise singular from None
-    # Rounding can let an exactly singular matrix through the factorisation
-    # (v v' has a last pivot of about 1e-18, not 0). Judged on the correlation
-    # matrix, so that small but well-conditioned noise stays allowed.
-    scale = numpy.sqrt(numpy.diag(covariance))
-    correlation = covariance / numpy.outer(scale, scale)
-    if numpy.linalg.eigvalsh(correlation)[0] <= 1e-12 * len(covariance):
-        raise singular
-    return covariance, cholesky
-
-
-class _GaussianNoiseObservation:
-    """Shared parts of ``y = mean(x) + v``, ``v ~ N(0, noise_covariance)``."""
-
-    def _set_noise(self, noise_scale, noise_covariance, n_outputs):
-        if noise_scale is not None and noise_covariance is not None:
-            raise ValueError("Give noise_scale or noise_covariance, not both.")
-        if noise_covariance is None:
-            scale = check_scale(
-                1.0 if noise_scale is None else noise_scale, "noise_scale", n_outputs
-            )
-            self.noise_covariance = numpy.diag(scale**2)
-            self._diagonal = True
-        else:
-            self.noise_covariance, _ = _check_covariance(
-                noise_covariance, "noise_covariance", n_outputs
-            )
-            self._diagonal = bool(
-                numpy.all(
-                    self.noise_covariance
-                    == numpy.diag(numpy.diag(self.noise_covariance))
-                )
-            )
-        self.n_outputs = self.noise_covariance.shape[0]
-        self.noise_scale = numpy.sqrt(numpy.diag(self.noise_covariance))
-        self._noise_cholesky = numpy.linalg.cholesky(self.noise_covariance)
-        self._whitening = scipy.linalg.solve_triangular(
-            self._noise_cholesky, numpy.eye(self.n_outputs), lower=True
-        )
-        self._log_det = numpy.sum(numpy.log(numpy.diag(self._noise_cholesky)))
-
-    def log_density(self, x, y):
-        """Log-density of the observation ``y`` given each state.
-
-        Parameters
-        ----------
-        x : array of shape (n, n_states)
-        y : ndarray of shape (n_outputs,) or (n, n_outputs)
-            One observation for every state, or one per state. NaN entries are
-            missing: the density is that of the observed entries only (the
-            marginal, with the observed sub-block of the covariance).
-
-        Returns
-        -------
-        log_density : array of shape (n,)
-            Zero for a row where nothing is observed.
-        """
-        y = numpy.asarray(y, dtype=float)
-        observed = ~numpy.isnan(y)
-        predicted = self.mean(x)
-        if observed.all():
-            residuals = y - predicted
-            n_observed = self.n_outputs
-            if self._diagonal:
-                whitened = residuals / self.noise_scale
-                log_det = self._log_det
-            else:
-                whitened = np.dot(residuals, self._whitening.T)
-                log_det = self._log_det
-        else:
-            residuals = numpy.where(observed, y, 0.0) - predicted
-            n_observed = observed.sum(axis=-1)
-            if self._diagonal:
-                inverse_scale = numpy.where(observed, 1.0 / self.noise_scale, 0.0)
-                whitened = residuals * inverse_scale
-                log_det = numpy.sum(
-                    numpy.where(observed, numpy.log(self.noise_scale), 0.0), axis=-1
-                )
-            else:
-                whitening, log_det = self._masked_whitening(observed)
-                whitened = np.einsum("...ij,...j->...i", whitening, residuals)
-        return (
-            -0.5 * np.sum(whitened**2, axis=-1) - log_det - 0.5 * n_observed * _LOG_2PI
-        )
-
-    def _masked_whitening(self, observed):
-        """Whitening matrices and log-determinants for the observed entries.
-
-        For each row of ``observed`` (n_outputs,) the inverse Cholesky factor of
-        the observed sub-block of the covariance, embedded with zeros for the
-        missing entries; rows sharing a pattern share the computation.
-        """
-        patterns, inverse = numpy.unique(
-            numpy.atleast_2d(observed), axis=0, return_inverse=True
-        )
-        whitenings = numpy.zeros((len(patterns), self.n_outputs, self.n_outputs))
-        log_dets = numpy.zeros(len(patterns))
-        for index, pattern in enumerate(patterns):
-            if pattern.any():
-                block = numpy.ix_(pattern, pattern)
-                cholesky = numpy.linalg.cholesky(self.noise_covariance[block])
-                whitenings[index][block] = scipy.linalg.solve_triangular(
-                    cholesky, numpy.eye(len(cholesky)), lower=True
-                )
-                log_dets[index] = numpy.sum(numpy.log(numpy.diag(cholesky)))
-        inverse = inverse.ravel()
-        if numpy.ndim(observed) == 1:
-            return whitenings[0], log_dets[0]
-        return whitenings[inverse], log_dets[inverse]
-
-    def sample(self, x, rng):
-        """Draw one observation per state: ``mean(x) + v``.
-
-        Parameters
-        ----------
-        x : ndarray of shape (n, n_states)
-        rng : numpy.random.Generator
-
-        Returns
-        -------
-        y : ndarray of shape (n, n_outputs)
-        """
-        noise = rng.standard_normal((numpy.shape(x)[0], self.n_outputs))
-        return self.mean(x) + noise @ self._noise_cholesky.T
-
-
-def _whitened_residuals(x, y, observation):
-    """``(y - x H') / noise_scale`` (or times the whitening matrix)."""
-    residuals = y - numpy.dot(x, observation.observation_matrix.T)
-    if observation._diagonal:
-        return residuals / observation.noise_scale
-    return numpy.dot(residuals, observation._whitening.T)
-
-
-@primitive
-def _linear_gaussian_log_density(x, y, observation):
-    """Fully observed ``log g(y | x)`` of a LinearGaussianObservation, fused.
-
-    One autograd primitive, differentiable in ``x``, whose VJP holds only its
-    arguments: the composition keeps the whitened residuals (n, n_outputs) of
-    every time step on autograd's tape. The operations are those of
-    ``_log_density``, so both give the same values.
-    """
-    whitened = _whitened_residuals(x, y, observation)
-    return (
-        -0.5 * numpy.sum(whitened**2, axis=-1)
-        - observation._log_det
-        - 0.5 * observation.n_outputs * _LOG_2PI
-    )
-
-
-def _linear_gaussian_log_density_vjp(result, x, y, observation):
-    def vjp(upstream):
-        whitened = _whitened_residuals(x, y, observation)
-        if observation._diagonal:
-            by_residual = whitened / observation.noise_scale
-        else:
-            by_residual = numpy.dot(whitened, observation._whitening)
-        # d/dx of -0.5 |W (y - H x)|^2 is H' W' W (y - H x).
-        return numpy.dot(
-            upstream[:, None] * by_residual, observation.observation_matrix
-        )
-
-    return vjp
-
-
-defvjp(_linear_gaussian_log_density, _linear_gaussian_log_density_vjp)
-
-
-class LinearGaussianObservation(_GaussianNoiseObservation):
-    """Linear-Gaussian observations ``y = H x + v``, ``v ~ N(0, R)``.
-
-    Parameters
-    ----------
-    observation_matrix : array-like of shape (n_outputs, n_states), default=None
-        ``H``. None means the identity, whose size is taken from ``n_states`` or
-        from the noise.
-    noise_scale : float or array-like of shape (n_outputs,), default=None
-        Standard deviation(s) of ``v`` (a diagonal ``R``). None with no
-        ``noise_covariance`` means 1.0.
-    noise_covariance : array-like of shape (n_outputs, n_outputs), default=None
-        A full ``R`` instead (symmetric positive definite).
-    n_states : int, default=None
-        The state dimension, needed only when nothing else gives it.
-
-    Examples
-    --------
-    >>> obs = LinearGaussianObservation(noise_scale=[0.5, 1.0])
-    >>> obs.n_states, obs.n_outputs
-    (2, 2)
-    >>> obs.log_density(numpy.zeros((1, 2)), numpy.array([0.0, numpy.nan])).round(4)
-    array([-0.2258])
-    """
-
-    def __init__(
-        self,
-        observation_matrix=None,
-        noise_scale=None,
-        *,
-        noise_covariance=None,
-        n_states=None,
-    ):
-        if observation_matrix is None:
-            size = n_states
-            if size is None and noise_covariance is not None:
-                size = numpy.shape(noise_covariance)[0]
-            if size is None and noise_scale is not None:
-                size = numpy.size(noise_scale)
-            if size is None:
-                raise ValueError(
-                    "LinearGaussianObservation needs observation_matrix, n_states, "
-                    "or a noise vector or covariance to know its dimension."
-                )
-            size = check_positive_int(size, "n_states")
-            matrix = numpy.eye(size)
-        else:
-            matrix = _as_real_array(observation_matrix, "observation_matrix")
-            if matrix.ndim != 2 or matrix.size == 0:
-                raise ValueError(
-                    "observation_matrix must be a non-empty 2-D array (n_outputs, "
-                    f"n_states), got shape {matrix.shape}."
-                )
-            if not numpy.all(numpy.isfinite(matrix)):
-                raise ValueError("observation_matrix must be finite.")
-            check_magnitude(matrix, "observation_matrix")
-            if n_states is not None and matrix.shape[1] != n_states:
-                raise ValueError(
-                    f"observation_matrix has {matrix.shape[1]} columns but n_states "
-                    f"is {n_states}."
-                )
-        self.observation_matrix = matrix
-        self.n_states = matrix.shape[1]
-        self._set_noise(noise_scale, noise_covariance, matrix.shape[0])
-
-    def mean(self, x):
-        """Noiseless observations ``x @ H.T``, shape (n, n_outputs)."""
-        return np.dot(x, self.observation_matrix.T)
-
-    def log_density(self, x, y):
-        """Log-density of the observation ``y`` given each state.
-
-        Parameters and result as for :class:`GaussianObservation`. When ``y``
-        has no missing entry this is one autograd primitive with the same value
-        (less memory and time under autograd); otherwise the general composition.
-        """
-        y = numpy.asarray(y, dtype=float)
-        if numpy.isnan(y).any():
-            return super().log_density(x, y)
-        return _linear_gaussian_log_density(x, y, self)
-
-
-def phase_observation(phases):
-    """``[sin(phases), cos(phases)]``: the Kuramoto experiment's observation map."""
-    return np.concatenate([np.sin(phases), np.cos(phases)], axis=-1)
-
-
-class GaussianObservation(_GaussianNoiseObservation):
-    """Gaussian observations around a function: ``y = h(x) + v``.
-
-    Parameters
-    ----------
-    function : callable
-        ``h``, mapping an array of states (n, n_states) to (n, n_outputs); write
-        it with ``autograd.numpy`` so that filters can be differentiated through it.
-    n_states : int
-        The state dimension (cannot be read off a function).
-    noise_scale : float or array-like of shape (n_outputs,), default=1.0
-        Standard deviation(s) of the independent noise ``v``.
-
-    Examples
-    --------
-    >>> obs = GaussianObservation(phase_observation, n_states=3, noise_scale=0.5)
-    >>> obs.n_outputs
-    6
-    """
-
-    def __init__(self, function, n_states, noise_scale=1.0):
-        if not callable(function):
-            raise ValueError(f"function must be callable, got {function!r}.")
-        self.function = function
-        self.n_states = check_positive_int(n_states, "n_states")
-        probe = numpy.linspace(-1.0, 1.0, 2 * self.n_states).reshape(2, self.n_states)
-        try:
-            output = numpy.asarray(function(probe), dtype=float)
-        except Exception as exc:
-            raise ValueError(
-                f"function failed on an array of shape {probe.shape} (n, n_states): "
-                f"{exc}"
-            ) from exc
-        if output.ndim != 2 or output.shape[0] != 2:
-            raise ValueError(
-                "function must map states of shape (n, n_states) to observations of "
-                f"shape (n, n_outputs); on (2, {self.n_states}) it returned shape "
-                f"{output.shape}."
-            )
-        if not numpy.all(numpy.isfinite(output)):
-            raise ValueError("function returned non-finite values on finite states.")
-        self._set_noise(noise_scale, None, output.shape[1])
-
-    def mean(self, x):
-        """Noiseless observations ``h(x)``, shape (n, n_outputs).
-
-        Raises a ValueError naming ``function`` if it returns another shape (a
-        function may pass the check in ``__init__`` and fail on other inputs).
-        """
-        output = self.function(x)
-        expected = (*numpy.shape(x)[:-1], self.n_outputs)
-        if numpy.shape(output) != expected:
-            raise ValueError(
-                "function must map states of shape (n, n_states) to observations of "
-                f"shape (n, n_outputs); on {numpy.shape(x)} it returned shape "
-                f"{numpy.shape(output)} instead of {expected}."
-            )
-        return output
-
-
-# --------------------------------------------------------------------------------------
-# State-space models
-# --------------------------------------------------------------------------------------
 
 
 def simulate(model, n_steps, n_sequences=None, random_state=None):
@@ -765,156 +404,3 @@ class KuramotoModel(GaussianTransitionModel):
     def transition_mean(self, x_prev):
         """Integrate the ODE over one step with RK4: the noiseless part."""
         return _rk4(self._drift, x_prev, self.dt, self.n_substeps)
-
-
-# --------------------------------------------------------------------------------------
-# The exact Kalman filter
-# --------------------------------------------------------------------------------------
-
-
-class KalmanResult(NamedTuple):
-    """What :func:`kalman_filter` returns."""
-
-    filtered_means: numpy.ndarray
-    """(n_steps, n_states): ``E[x_t | y_1:t]``."""
-    filtered_covariances: numpy.ndarray
-    """(n_steps, n_states, n_states): ``Cov[x_t | y_1:t]``."""
-    log_likelihood: float
-    """``log p(y_1:T)``, the sum of the increments."""
-    log_likelihood_increments: numpy.ndarray
-    """(n_steps,): ``log p(y_t | y_1:t-1)`` (0 where nothing is observed)."""
-
-
-def _kalman_forward(Y, A, Q, H, R, mean, covariance):
-    """Run the Kalman recursion, keeping the predictions the smoother needs."""
-    # Plain numpy.linalg on small matrices: scipy's wrappers cost more than the
-    # arithmetic here, and EM runs this recursion many times.
-    n_steps, n_states = len(Y), len(mean)
-    means = numpy.empty((n_steps, n_states))
-    covariances = numpy.empty((n_steps, n_states, n_states))
-    predicted_covariances = numpy.empty((n_steps, n_states, n_states))
-    increments = numpy.zeros(n_steps)
-    observed_rows = ~numpy.isnan(Y)
-    for t in range(n_steps):
-        mean = A @ mean
-        covariance = A @ covariance @ A.T + Q
-        predicted_covariances[t] = covariance
-        observed = observed_rows[t]
-        n_observed = int(observed.sum())
-        if n_observed:
-            if n_observed == len(observed):
-                H_obs, R_obs, y = H, R, Y[t]
-            else:
-                H_obs, R_obs = H[observed], R[numpy.ix_(observed, observed)]
-                y = Y[t, observed]
-            innovation = y - H_obs @ mean
-            cross = H_obs @ covariance
-            innovation_cov = cross @ H_obs.T + R_obs
-            lower = numpy.linalg.cholesky(innovation_cov)
-            # One solve for the gain and the whitened innovation together.
-            solved = numpy.linalg.solve(
-                innovation_cov, numpy.column_stack([cross, innovation])
-            )
-            gain = solved[:, :-1].T
-            mean = mean + gain @ innovation
-            covariance = covariance - gain @ cross
-            covariance = 0.5 * (covariance + covariance.T)
-            increments[t] = -0.5 * (
-                innovation @ solved[:, -1]
-                + 2.0 * numpy.sum(numpy.log(numpy.diag(lower)))
-                + n_observed * _LOG_2PI
-            )
-        means[t] = mean
-        covariances[t] = covariance
-    return means, covariances, predicted_covariances, increments
-
-
-def _linear_gaussian_parts(model):
-    return (
-        model.transition_matrix,
-        model.process_covariance,
-        model.observation.observation_matrix,
-        model.observation.noise_covariance,
-        numpy.asarray(model.initial_mean, dtype=float),
-        numpy.diag(numpy.asarray(model.initial_scale, dtype=float) ** 2),
-    )
-
-
-def kalman_filter(Y, model):
-    """Exact filtering for a linear-Gaussian model, skipping missing entries.
-
-    Parameters
-    ----------
-    Y : array-like of shape (n_steps, n_outputs)
-        One series; NaN entries are missing and contribute nothing.
-    model : LinearGaussianModel
-        Or any object with ``transition_matrix``, ``process_covariance``,
-        ``initial_mean``, ``initial_scale`` and a linear-Gaussian ``observation``
-        (``observation_matrix``, ``noise_covariance``).
-
-    Returns
-    -------
-    result : KalmanResult
-    """
-    A, Q, H, R, mean, covariance = _linear_gaussian_parts(model)
-    Y = check_observations(Y, "Y", n_features=H.shape[0])
-    means, covariances, _, increments = _kalman_forward(Y, A, Q, H, R, mean, covariance)
-    return KalmanResult(means, covariances, float(increments.sum()), increments)
-
-
-class KalmanSmootherResult(NamedTuple):
-    """What :func:`kalman_smoother` returns."""
-
-    smoothed_means: numpy.ndarray
-    """(n_steps + 1, n_states): ``E[x_t | y_1:T]`` for t = 0 (the initial state)
-    to T."""
-    smoothed_covariances: numpy.ndarray
-    """(n_steps + 1, n_states, n_states): ``Cov[x_t | y_1:T]``."""
-    lag_one_covariances: numpy.ndarray
-    """(n_steps, n_states, n_states): ``Cov[x_t, x_{t-1} | y_1:T]`` for t = 1 to T."""
-    log_likelihood: float
-    """``log p(y_1:T)``."""
-
-
-def kalman_smoother(Y, model):
-    """Exact smoothing (Rauch-Tung-Striebel) for a linear-Gaussian model.
-
-    Parameters
-    ----------
-    Y : array-like of shape (n_steps, n_outputs)
-        One series; NaN entries are missing.
-    model : LinearGaussianModel
-        As for :func:`kalman_filter`.
-
-    Returns
-    -------
-    result : KalmanSmootherResult
-        Including the initial state ``x_0`` (row 0), so that the pairs
-        ``(x_{t-1}, x_t)`` of every transition are covered; the lag-one covariances
-        are ``P_{t|T} J_{t-1}'`` with the smoother gain ``J``.
-    """
-    A, Q, H, R, initial_mean, initial_covariance = _linear_gaussian_parts(model)
-    Y = check_observations(Y, "Y", n_features=H.shape[0])
-    means, covariances, predicted, increments = _kalman_forward(
-        Y, A, Q, H, R, initial_mean, initial_covariance
-    )
-    # Row 0 is x_0, whose "filtered" distribution is the prior.
-    means = numpy.concatenate([initial_mean[None], means])
-    covariances = numpy.concatenate([initial_covariance[None], covariances])
-    smoothed_means, smoothed_covariances = means.copy(), covariances.copy()
-    lag_one = numpy.empty_like(predicted)
-    for t in range(len(Y) - 1, -1, -1):
-        # Row t is x_t; predicted[t] is Cov[x_{t+1} | y_1:t].
-        gain = numpy.linalg.solve(predicted[t], A @ covariances[t]).T
-        smoothed_means[t] = means[t] + gain @ (smoothed_means[t + 1] - A @ means[t])
-        smoothed_covariances[t] = (
-            covariances[t]
-            + gain @ (smoothed_covariances[t + 1] - predicted[t]) @ gain.T
-        )
-        smoothed_covariances[t] = 0.5 * (
-            smoothed_covariances[t] + smoothed_covariances[t].T
-        )
-        lag_one[t] = smoothed_covariances[t + 1] @ gain.T
-    return KalmanSmootherResult(
-        smoothed_means, smoothed_covariances, lag_one, float(increments.sum())
-    )

@@ -1,7 +1,8 @@
 """Training StateMixNN: minibatches of windows, validation, Adam, restarts.
 
 The objective is the particle filter's log-likelihood estimate per observed time
-step, differentiated through the filter (:mod:`statemix_sk.filtering`). Training
+step, differentiated through the filter (:mod:`statemix_sk.objective` computes
+it, :mod:`statemix_sk.filtering` runs the filter). Training
 follows the method notes (section 3), in the form that scales with the data:
 
 - **Windows with carried clouds.** Each training series is cut into windows of
@@ -22,16 +23,17 @@ follows the method notes (section 3), in the form that scales with the data:
   the proposal, each network with its own Adam state. Fresh particles at every
   update. Gradients are clipped to a norm of ``max_gradient_norm`` (50).
 - **Validation and early stopping.** After every epoch the held-out data
-  (:class:`Validation`) are filtered with one fixed seed; the parameters of the
-  best score are kept (the start included), and training stops when the score
-  has not improved by ``tol`` for ``n_iter_no_change`` epochs. Without held-out
-  data the epoch's training score decides when to stop and the last parameters
-  are kept.
+  (:class:`~statemix_sk.objective.Validation`) are filtered with one fixed seed;
+  the parameters of the best score are kept (the start included), and training
+  stops when the score has not improved by ``tol`` for ``n_iter_no_change``
+  epochs. Without held-out data the epoch's training score decides when to stop
+  and the last parameters are kept.
 - A non-finite value or gradient stops the run; its best (or last) finite
   parameters are kept and it is marked as diverged.
 
-:func:`fit_transition_to_states` fits the transition network alone to state
-sequences (the regression start of ``init_dynamics="regression"``).
+:func:`~statemix_sk.network_start.fit_transition_to_states` fits the transition
+network alone to state sequences (the regression start of
+``init_dynamics="regression"``), with the Adam steps here.
 
 Restarts (:func:`fit_restarts`) are independent runs, one per ``SeedSequence``
 child, executed through joblib with BLAS limited to one thread in each, so the
@@ -42,40 +44,50 @@ import time
 import warnings
 from typing import NamedTuple
 
-import autograd.numpy as np
 import joblib
 import numpy
 from autograd import value_and_grad
 from autograd.misc import flatten
-from autograd.tracer import getval
 from threadpoolctl import threadpool_limits
 
-from ._utils import logsumexp
-from .filtering import particle_filter
+from ._utils import moved_names
+from .objective import (
+    PHASES,
+    count_observed_steps,
+    mean_log_likelihood,
+    series_lengths,
+    take_windows,
+    validation_log_likelihood,
+    window_log_likelihood,
+)
 
 __all__ = [
     "AdamState",
     "Evaluation",
     "RestartResult",
     "TrainingSettings",
-    "Validation",
-    "WindowBatch",
     "adam_init",
     "adam_update",
+    "all_finite",
+    "best_restart",
     "clip_by_norm",
-    "count_observed_steps",
     "fit_restarts",
-    "fit_transition_to_states",
-    "held_out_log_likelihood",
-    "mean_log_likelihood",
-    "series_lengths",
-    "take_windows",
     "train",
-    "validation_log_likelihood",
-    "window_log_likelihood",
 ]
 
-PHASES = ("transition", "proposal")
+# Moved in issue 16 (to objective.py, network_start.py): the old paths warn
+# (FutureWarning) and will go.
+__getattr__ = moved_names(
+    "training",
+    {
+        name: "objective"
+        for name in (
+            "WindowBatch",
+            "held_out_log_likelihood",
+        )
+    }
+    | {"fit_transition_to_states": "network_start"},
+)
 
 
 class AdamState(NamedTuple):
@@ -125,11 +137,6 @@ def clip_by_norm(gradient, max_norm):
     return gradient
 
 
-def count_observed_steps(Y):
-    """Count the rows of ``Y`` (..., n_steps, n_outputs) with an observed entry."""
-    return int(numpy.sum(~numpy.all(numpy.isnan(Y), axis=-1)))
-
-
 class TrainingSettings(NamedTuple):
     """The knobs of :func:`train` (the estimator's parameters, validated)."""
 
@@ -152,17 +159,6 @@ class TrainingSettings(NamedTuple):
     alpha: float = 0.0
     verbose: int = 0
     max_gradient_norm: float = 50.0
-
-
-class Validation(NamedTuple):
-    """Held-out observations that score training (early stopping)."""
-
-    Y: numpy.ndarray
-    """(n_series, n_steps, n_outputs): the series filtered to score."""
-    first_step: int = 0
-    """Only the increments from this step on are scored: 0 when whole series are
-    held out; for one series held out by time, the first held-out step (the
-    steps before it are filtered, not scored)."""
 
 
 class Evaluation(NamedTuple):
@@ -218,210 +214,14 @@ class RestartResult(NamedTuple):
     kept parameters (NaN without validation)."""
 
 
-def _filter(Y, model, proposal, settings, random_state, **options):
-    """Run :func:`particle_filter` with the training settings' filter options."""
-    return particle_filter(
-        Y,
-        model,
-        proposal,
-        n_particles=settings.n_particles,
-        resampling=settings.resampling,
-        ess_threshold=settings.ess_threshold,
-        random_state=random_state,
-        **options,
-    )
-
-
 def _carry(clouds, series, final):
     """Store, for each series of a batch, the cloud its window left."""
     for row, index in enumerate(series):
         clouds[index] = (final[0][row], final[1][row])
 
 
-def mean_log_likelihood(params, spec, Y, n_observed, settings, seed):
-    """Return the log-likelihood estimate per observed step over ``Y``.
-
-    Parameters
-    ----------
-    params : dict
-        ``{"transition": [...], "proposal": [...]}``.
-    spec : StateMixSpec
-    Y : ndarray of shape (n_series, n_steps, n_outputs)
-        NaN rows (padding or missing) contribute nothing.
-    n_observed : int
-        Rows of ``Y`` with an observed entry.
-    settings : TrainingSettings
-    seed : int or numpy.random.Generator
-
-    Returns
-    -------
-    value : float (traced when ``params`` are)
-    """
-    model, proposal = spec.build(params)
-    result = _filter(
-        Y,
-        model,
-        proposal,
-        settings,
-        seed,
-    )
-    return np.sum(result.log_likelihood) / n_observed
-
-
-def validation_log_likelihood(params, spec, validation, settings, seed):
-    """Return the fixed-seed log-likelihood per observed held-out step.
-
-    Parameters
-    ----------
-    params : dict
-    spec : StateMixSpec
-    validation : Validation
-    settings : TrainingSettings
-    seed : int
-
-    Returns
-    -------
-    score : float
-    """
-    model, proposal = spec.build(params)
-    return held_out_log_likelihood(model, proposal, validation, settings, seed)
-
-
-def held_out_log_likelihood(model, proposal, validation, settings, seed):
-    """Return a filter's fixed-seed log-likelihood per observed held-out step.
-
-    Parameters
-    ----------
-    model : state-space model
-    proposal : proposal or None
-        None: the bootstrap filter (the transition proposes).
-    validation : Validation
-    settings : TrainingSettings
-    seed : int
-
-    Returns
-    -------
-    score : float
-    """
-    result = _filter(
-        validation.Y,
-        model,
-        proposal,
-        settings,
-        seed,
-    )
-    scored = validation.Y[:, validation.first_step :]
-    increments = numpy.asarray(result.log_likelihood_increments)
-    total = numpy.sum(increments[:, validation.first_step :])
-    return float(total / count_observed_steps(scored))
-
-
-def series_lengths(Y):
-    """Return each series' length: up to its last row with an observed entry.
-
-    A series with no observed entry has length 1.
-    """
-    observed = ~numpy.all(numpy.isnan(Y), axis=-1)
-    last = observed.shape[1] - numpy.argmax(observed[:, ::-1], axis=1)
-    # A series with no observation at all keeps one (missing) step: its window
-    # then contributes nothing, instead of being a window of no steps.
-    return numpy.where(observed.any(axis=1), last, 1)
-
-
-class WindowBatch(NamedTuple):
-    """A minibatch of windows: which series, which window, and the observations."""
-
-    series: numpy.ndarray
-    """(n_windows,): the training series of each window."""
-    windows: numpy.ndarray
-    """(n_windows,): the window's index in its series (0: its first steps)."""
-    Y: numpy.ndarray
-    """(n_windows, length, n_outputs): the windows, NaN-padded to one length."""
-
-
-def take_windows(Y, series, windows, window_length, lengths):
-    """Cut window ``windows[i]`` of series ``series[i]`` out of ``Y``.
-
-    Window ``k`` of a series is its steps ``k L`` to ``min((k + 1) L, length)``;
-    windows shorter than the longest one in the batch are padded with NaN rows,
-    which contribute nothing to the likelihood.
-    """
-    starts = windows * window_length
-    stops = numpy.minimum(starts + window_length, lengths[series])
-    length = int(numpy.max(stops - starts))
-    batch = numpy.full((len(series), length, Y.shape[2]), numpy.nan)
-    for row, (index, begin, end) in enumerate(zip(series, starts, stops, strict=True)):
-        batch[row, : end - begin] = Y[index, begin:end]
-    return WindowBatch(numpy.asarray(series), numpy.asarray(windows), batch)
-
-
-def window_log_likelihood(params, spec, batch, clouds, settings, rng, alpha=0.0):
-    """Return the minibatch objective and the clouds its windows leave.
-
-    The log-likelihood per observed step of the windows in ``batch``, each
-    filtered from the cloud its series carries (``clouds[s]``, a constant) or,
-    for a series' first window, from the initial distribution; minus the L2
-    penalty ``alpha / 2 * sum(W**2)`` of the dense weights per observed step.
-
-    Parameters
-    ----------
-    params : dict
-    spec : StateMixSpec
-    batch : WindowBatch
-    clouds : dict
-        ``{series: (particles (N, n_states), log_weights (N,))}``: where each
-        series' previous window ended.
-    settings : TrainingSettings
-    rng : numpy.random.Generator
-    alpha : float, default=0.0
-
-    Returns
-    -------
-    value : float (traced when ``params`` are)
-    log_likelihood : float
-        The log-likelihood per observed step, without the penalty (a value).
-    final : tuple of ndarray
-        The clouds after the windows: particles (n_windows, N, n_states) and
-        log-weights (n_windows, N).
-    """
-    model, proposal = spec.build(params)
-    n_observed = count_observed_steps(batch.Y)
-    initial_particles = initial_log_weights = None
-    if numpy.any(batch.windows > 0):
-        # Series at their first window start from the initial distribution (drawn
-        # here in the order of the batch); the others from their carried cloud.
-        n = settings.n_particles
-        particles, log_weights = [], []
-        for series, window in zip(batch.series, batch.windows, strict=True):
-            if window == 0:
-                particles.append(model.sample_initial(n, rng))
-                log_weights.append(numpy.full(n, -numpy.log(n)))
-            else:
-                particles.append(clouds[series][0])
-                log_weights.append(clouds[series][1])
-        initial_particles = numpy.stack(particles)
-        initial_log_weights = numpy.stack(log_weights)
-    result = _filter(
-        batch.Y,
-        model,
-        proposal,
-        settings,
-        rng,
-        initial_particles=initial_particles,
-        initial_log_weights=initial_log_weights,
-    )
-    log_likelihood = np.sum(result.log_likelihood) / max(n_observed, 1)
-    value = log_likelihood
-    if alpha > 0:
-        squares = sum(
-            np.sum(W**2) for phase in PHASES for W, _ in params[phase]["layers"]
-        )
-        value = value - 0.5 * alpha * squares / max(n_observed, 1)
-    final = (result.final_particles, result.final_log_weights)
-    return value, float(getval(log_likelihood)), final
-
-
-def _is_finite(value, gradient):
+def all_finite(value, gradient):
+    """Whether a value and every part of its gradient are finite."""
     return bool(numpy.isfinite(value)) and all(
         bool(numpy.all(numpy.isfinite(part))) for part in gradient
     )
@@ -478,6 +278,132 @@ def _initial_pass(params, spec, Y, lengths, offsets, settings, rng):
     return clouds, total / max(count_observed_steps(Y), 1)
 
 
+class _Run(NamedTuple):
+    """What every epoch of a :func:`train` run shares."""
+
+    spec: object
+    Y: numpy.ndarray
+    settings: TrainingSettings
+    lengths: numpy.ndarray
+    """(n_series,): each series' length (:func:`series_lengths`)."""
+    n_windows: numpy.ndarray
+    """(n_series,): each series' number of windows."""
+    offsets: numpy.ndarray
+    """(n_series,): the window each series starts an epoch's rounds with."""
+    cycle: list
+    """The networks each update trains (:func:`_update_cycle`)."""
+
+
+def _differentiable_objective(params, spec, settings):
+    """Flatten ``params`` per network; return them and the objective's gradient.
+
+    Returns the flat vectors (a dict, updated in place by training), the
+    function that rebuilds a parameter dict from them, the value-and-gradient of
+    the minibatch objective with respect to the networks of a group, and the
+    dict where each call leaves its log-likelihood and final clouds.
+    """
+    vectors, unflatten = {}, {}
+    for phase in PHASES:
+        vectors[phase], unflatten[phase] = flatten(params[phase])
+
+    def as_params(vectors):
+        return {phase: unflatten[phase](vectors[phase]) for phase in PHASES}
+
+    side = {}
+
+    def objective(trained, group, batch, clouds, seed_rng):
+        current = dict(vectors)
+        current.update(zip(group, trained, strict=True))
+        value, log_likelihood, final = window_log_likelihood(
+            as_params(current), spec, batch, clouds, settings, seed_rng, settings.alpha
+        )
+        side["log_likelihood"], side["final"] = log_likelihood, final
+        return value
+
+    return vectors, as_params, value_and_grad(objective), side
+
+
+def _minibatches(n_windows, offsets, batch_size, rng):
+    """Yield an epoch's minibatches, ``(series, windows)``, round by round.
+
+    In round ``r`` series ``s`` processes its window ``(r + o_s) mod
+    n_windows_s``; each round's series are shuffled (drawn as the round starts).
+    """
+    for round_index in range(int(numpy.max(n_windows))):
+        active = numpy.flatnonzero(round_index < n_windows)
+        active = active[rng.permutation(len(active))]
+        for first in range(0, len(active), batch_size):
+            series = active[first : first + batch_size]
+            yield series, (round_index + offsets[series]) % n_windows[series]
+
+
+def _adam_step(vectors, adam, group, gradient, settings):
+    """Clip the group's joined gradient and take one Adam step per network."""
+    gradient = clip_by_norm(numpy.concatenate(gradient), settings.max_gradient_norm)
+    offset = 0
+    for phase in group:
+        size = vectors[phase].size
+        step, adam[phase] = adam_update(
+            adam[phase],
+            gradient[offset : offset + size],
+            settings.learning_rate,
+        )
+        vectors[phase] = vectors[phase] + step
+        offset += size
+
+
+def _epoch(run, vectors, adam, clouds, n_updates, rng, objective):
+    """Run one epoch of updates; ``vectors``, ``adam`` and ``clouds`` move on.
+
+    ``objective`` is what :func:`_differentiable_objective` returns after the
+    vectors. Returns the summed log-likelihood of the updates' windows, their
+    observed steps, the number of updates so far and whether a value or gradient
+    was not finite (the epoch then stops there).
+    """
+    as_params, gradient_of, side = objective
+    settings = run.settings
+    total = observed = 0.0
+    for series, windows in _minibatches(
+        run.n_windows, run.offsets, settings.batch_size, rng
+    ):
+        batch = take_windows(
+            run.Y, series, windows, settings.window_length, run.lengths
+        )
+        group = run.cycle[n_updates % len(run.cycle)]
+        seed_rng = numpy.random.default_rng(int(rng.integers(2**63)))
+        if count_observed_steps(batch.Y) == 0:
+            # Nothing observed in these windows: no gradient, but their
+            # clouds move on to where the next windows start.
+            _, _, final = window_log_likelihood(
+                as_params(vectors), run.spec, batch, clouds, settings, seed_rng
+            )
+            _carry(clouds, series, final)
+            continue
+        with warnings.catch_warnings():
+            # A network that these windows never use (a proposal where
+            # every step observes nothing) has a zero gradient, a valid
+            # update; autograd's warning about it is not the user's.
+            warnings.filterwarnings(
+                "ignore", "Output seems independent of input", UserWarning
+            )
+            value, gradient = gradient_of(
+                [vectors[phase] for phase in group],
+                group,
+                batch,
+                clouds,
+                seed_rng,
+            )
+        if not all_finite(value, gradient):
+            return total, observed, n_updates, True
+        _adam_step(vectors, adam, group, gradient, settings)
+        n_updates += 1
+        _carry(clouds, series, side["final"])
+        n_observed = count_observed_steps(batch.Y)
+        total += side["log_likelihood"] * n_observed
+        observed += n_observed
+    return total, observed, n_updates, False
+
+
 def train(params, spec, Y, settings, rng, eval_seed, validation=None):
     """Train both networks by Adam on minibatches of windows with carried clouds.
 
@@ -517,31 +443,15 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
     -------
     result : TrainingResult
     """
-    vectors, unflatten = {}, {}
-    for phase in PHASES:
-        vectors[phase], unflatten[phase] = flatten(params[phase])
+    vectors, as_params, gradient_of, side = _differentiable_objective(
+        params, spec, settings
+    )
     adam = {phase: adam_init(vectors[phase].size) for phase in PHASES}
-    cycle = _update_cycle(settings)
-
-    def as_params(vectors):
-        return {phase: unflatten[phase](vectors[phase]) for phase in PHASES}
-
-    side = {}
-
-    def objective(trained, group, batch, clouds, seed_rng):
-        current = dict(vectors)
-        current.update(zip(group, trained, strict=True))
-        value, log_likelihood, final = window_log_likelihood(
-            as_params(current), spec, batch, clouds, settings, seed_rng, settings.alpha
-        )
-        side["log_likelihood"], side["final"] = log_likelihood, final
-        return value
-
-    gradient_of = value_and_grad(objective)
     history, start = [], time.perf_counter()
     lengths = series_lengths(Y)
     n_windows = numpy.maximum(-(-lengths // settings.window_length), 1)
     offsets = rng.integers(n_windows)
+    run = _Run(spec, Y, settings, lengths, n_windows, offsets, _update_cycle(settings))
     start_params = as_params(vectors)
     clouds, train_score = _initial_pass(
         start_params, spec, Y, lengths, offsets, settings, rng
@@ -567,63 +477,9 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
     last_good = start_params
     while epoch < settings.max_iter and not (converged or diverged):
         epoch += 1
-        total = observed = 0.0
-        for round_index in range(int(numpy.max(n_windows))):
-            active = numpy.flatnonzero(round_index < n_windows)
-            active = active[rng.permutation(len(active))]
-            for first in range(0, len(active), settings.batch_size):
-                series = active[first : first + settings.batch_size]
-                windows = (round_index + offsets[series]) % n_windows[series]
-                batch = take_windows(
-                    Y, series, windows, settings.window_length, lengths
-                )
-                group = cycle[n_updates % len(cycle)]
-                seed_rng = numpy.random.default_rng(int(rng.integers(2**63)))
-                if count_observed_steps(batch.Y) == 0:
-                    # Nothing observed in these windows: no gradient, but their
-                    # clouds move on to where the next windows start.
-                    _, _, final = window_log_likelihood(
-                        as_params(vectors), spec, batch, clouds, settings, seed_rng
-                    )
-                    _carry(clouds, series, final)
-                    continue
-                with warnings.catch_warnings():
-                    # A network that these windows never use (a proposal where
-                    # every step observes nothing) has a zero gradient, a valid
-                    # update; autograd's warning about it is not the user's.
-                    warnings.filterwarnings(
-                        "ignore", "Output seems independent of input", UserWarning
-                    )
-                    value, gradient = gradient_of(
-                        [vectors[phase] for phase in group],
-                        group,
-                        batch,
-                        clouds,
-                        seed_rng,
-                    )
-                if not _is_finite(value, gradient):
-                    diverged = True
-                    break
-                gradient = clip_by_norm(
-                    numpy.concatenate(gradient), settings.max_gradient_norm
-                )
-                offset = 0
-                for phase in group:
-                    size = vectors[phase].size
-                    step, adam[phase] = adam_update(
-                        adam[phase],
-                        gradient[offset : offset + size],
-                        settings.learning_rate,
-                    )
-                    vectors[phase] = vectors[phase] + step
-                    offset += size
-                n_updates += 1
-                _carry(clouds, series, side["final"])
-                n_observed = count_observed_steps(batch.Y)
-                total += side["log_likelihood"] * n_observed
-                observed += n_observed
-            if diverged:
-                break
+        total, observed, n_updates, diverged = _epoch(
+            run, vectors, adam, clouds, n_updates, rng, (as_params, gradient_of, side)
+        )
         if diverged:
             break
         current = as_params(vectors)
@@ -662,109 +518,6 @@ def train(params, spec, Y, settings, rng, eval_seed, validation=None):
         final_params,
         float(best_validation),
     )
-
-
-def fit_transition_to_states(
-    params,
-    spec,
-    states,
-    validation_states=None,
-    *,
-    rng,
-    learning_rate=0.01,
-    batch_size=1000,
-    max_steps=2000,
-    eval_every=25,
-    n_iter_no_change=10,
-    steps_without_validation=500,
-):
-    """Fit the transition network by maximum likelihood to state sequences.
-
-    Maximises the mean of ``log f_theta(x_t | x_{t-1})`` over the consecutive
-    pairs of ``states`` by Adam on random minibatches of pairs: a regression of
-    each state on the previous one, with the transition's mixture as the noise
-    model. With ``validation_states``, the mean over their pairs is evaluated
-    every ``eval_every`` steps, the best parameters are kept and fitting stops
-    after ``n_iter_no_change`` evaluations without improvement (or
-    ``max_steps``); without, it runs ``steps_without_validation`` steps and keeps
-    the last parameters.
-
-    Parameters
-    ----------
-    params : dict
-        ``{"transition": ..., "proposal": ...}``; only the transition is fitted.
-    spec : StateMixSpec
-    states : list of ndarray of shape (n_steps_i, n_states)
-    validation_states : list of ndarray of shape (n_steps_i, n_states), \
-default=None
-    rng : numpy.random.Generator
-    learning_rate, batch_size, max_steps, eval_every, n_iter_no_change, \
-steps_without_validation
-        Adam's step size and the schedule above. On Lorenz 96 (45 series) the
-        held-out score rose for about 600 steps and was flat from 1,000.
-
-    Returns
-    -------
-    params : dict
-        A new dict with the fitted transition (the proposal untouched).
-    scale : ndarray of shape (n_states,)
-        The fitted transition's standard deviation per state, averaged over
-        the training pairs (its components' scales weighted by their weights).
-    """
-
-    def pairs(sequences):
-        previous = numpy.concatenate([one[:-1] for one in sequences])
-        current = numpy.concatenate([one[1:] for one in sequences])
-        keep = numpy.all(numpy.isfinite(previous) & numpy.isfinite(current), axis=1)
-        return previous[keep], current[keep]
-
-    x_prev, x = pairs(states)
-    vector, unflatten = flatten(params["transition"])
-
-    def mean_log_density(vector, x_prev, x):
-        model, _ = spec.build(
-            {"transition": unflatten(vector), "proposal": params["proposal"]}
-        )
-        return np.mean(model.transition_log_density(x, x_prev))
-
-    gradient_of = value_and_grad(mean_log_density)
-    validation = None if validation_states is None else pairs(validation_states)
-    adam = adam_init(vector.size)
-    best, best_score, no_improvement = vector, -numpy.inf, 0
-    if validation is not None:
-        best_score = float(mean_log_density(vector, *validation))
-    n_steps = max_steps if validation is not None else steps_without_validation
-    for step in range(1, n_steps + 1):
-        rows = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
-        value, gradient = gradient_of(vector, x_prev[rows], x[rows])
-        if not _is_finite(value, [gradient]):
-            break
-        update, adam = adam_update(adam, clip_by_norm(gradient, 50.0), learning_rate)
-        vector = vector + update
-        if validation is None or step % eval_every:
-            continue
-        score = float(mean_log_density(vector, *validation))
-        if score > best_score:
-            best, best_score, no_improvement = vector, score, 0
-        else:
-            no_improvement += 1
-            if no_improvement >= n_iter_no_change:
-                break
-    if validation is None:
-        best = vector
-    fitted = {"transition": unflatten(best), "proposal": params["proposal"]}
-    model, _ = spec.build(fitted)
-    mixture = model.transition_mixture(x_prev)
-    weights = numpy.exp(
-        mixture.logits - logsumexp(mixture.logits, axis=1, keepdims=True)
-    )
-    scales = (
-        mixture.scales
-        if mixture.scales.ndim == 3
-        else numpy.sqrt(numpy.sum(mixture.scales**2, axis=-1))
-    )
-    scale = numpy.mean(numpy.sum(weights[..., None] * scales, axis=1), axis=0)
-    return fitted, scale
 
 
 def _fit_one(spec, Y, settings, seed_sequence, eval_seed, init_params, validation):
@@ -832,3 +585,38 @@ def fit_restarts(
         )
         for seed_sequence in seed_sequences
     )
+
+
+def best_restart(results, validation=None):
+    """Return the best of :func:`fit_restarts`' results and every restart's score.
+
+    A restart's score is its validation score with held-out data, else its
+    training score; a non-finite one (a diverged restart) never wins.
+
+    Returns
+    -------
+    best : RestartResult
+    scores : ndarray of shape (n_restarts,)
+    finite : ndarray of shape (n_restarts,) of bool
+        Where ``scores`` is finite.
+
+    Raises
+    ------
+    ValueError
+        When no restart has a finite score.
+    """
+    scores = numpy.array(
+        [
+            result.score if validation is None else result.validation_score
+            for result in results
+        ]
+    )
+    finite = numpy.isfinite(scores)
+    if not finite.any():
+        raise ValueError(
+            "Every restart diverged: no parameters gave a finite "
+            "log-likelihood. Check the observation model and its noise against "
+            "the data, or lower learning_rate."
+        )
+    best = results[int(numpy.argmax(numpy.where(finite, scores, -numpy.inf)))]
+    return best, scores, finite

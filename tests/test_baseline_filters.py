@@ -35,7 +35,8 @@ from statemix_sk.baselines import (
     pairwise_transition_log_density,
 )
 from statemix_sk.filtering import particle_filter
-from statemix_sk.models import kalman_filter, simulate
+from statemix_sk.kalman import kalman_filter
+from statemix_sk.models import simulate
 from statemix_sk.resampling import systematic_resampling
 
 ESTIMATORS = [

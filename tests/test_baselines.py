@@ -3,17 +3,15 @@
 import numpy as np
 import pytest
 
-from statemix_sk.baselines import (
+from statemix_sk.datasets import make_linear_gaussian
+from statemix_sk.kalman import (
+    kalman_filter,
     linear_dynamics_by_em,
     linear_dynamics_by_moments,
     random_walk_model,
 )
-from statemix_sk.datasets import make_linear_gaussian
-from statemix_sk.models import (
-    LinearGaussianModel,
-    LinearGaussianObservation,
-    kalman_filter,
-)
+from statemix_sk.models import LinearGaussianModel
+from statemix_sk.observations import LinearGaussianObservation
 
 
 def _log_likelihood_per_step(Y, observation, A, q, mean, initial_mean, scale):

@@ -2,12 +2,8 @@ import numpy as np
 import pytest
 
 from statemix_sk.datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
-from statemix_sk.models import (
-    GaussianObservation,
-    KuramotoModel,
-    LinearGaussianModel,
-    Lorenz96Model,
-)
+from statemix_sk.models import KuramotoModel, LinearGaussianModel, Lorenz96Model
+from statemix_sk.observations import GaussianObservation
 
 
 @pytest.mark.parametrize(

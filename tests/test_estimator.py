@@ -25,11 +25,8 @@ from statemix_sk import (
     make_kuramoto,
     make_linear_gaussian,
 )
-from statemix_sk.training import (
-    TrainingSettings,
-    count_observed_steps,
-    mean_log_likelihood,
-)
+from statemix_sk.objective import count_observed_steps, mean_log_likelihood
+from statemix_sk.training import TrainingSettings
 
 # A tiny estimator: every fit takes about a second. Two epochs cannot meet
 # n_iter_no_change, so fitting it raises a ConvergenceWarning, which the tests

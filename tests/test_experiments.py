@@ -8,16 +8,14 @@ import pytest
 
 from statemix_sk import StateMixFilter
 from statemix_sk.cli import main
-from statemix_sk.estimator import _KnownModelFilter
 from statemix_sk.experiments import (
     EXPERIMENTS,
     estimate_seconds,
-    format_tables,
-    plot_results,
     run_experiment,
     run_one,
-    summarize,
 )
+from statemix_sk.known_model_filters import _KnownModelFilter
+from statemix_sk.reporting import format_tables, plot_results, summarize
 
 TINY = {
     "runs": 2,

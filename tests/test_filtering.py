@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from statemix_sk.datasets import make_linear_gaussian
 from statemix_sk.filtering import BootstrapProposal, particle_filter
+from statemix_sk.kalman import kalman_filter
 from statemix_sk.learned import (
     MixtureProposal,
     MixtureTransitionModel,
@@ -18,16 +19,13 @@ from statemix_sk.learned import (
     init_mixture_network,
 )
 from statemix_sk.mixtures import mixture_log_density
-from statemix_sk.models import (
-    LinearGaussianModel,
-    LinearGaussianObservation,
-    kalman_filter,
-)
+from statemix_sk.models import LinearGaussianModel
 from statemix_sk.networks import (
     Standardizer,
     make_mixture_head,
     standardize,
 )
+from statemix_sk.observations import LinearGaussianObservation
 from statemix_sk.resampling import RESAMPLING_SCHEMES, get_resampling_scheme
 
 

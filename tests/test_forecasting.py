@@ -11,7 +11,8 @@ from statemix_sk import BootstrapFilter, ForecastResult
 from statemix_sk.datasets import make_kuramoto, make_linear_gaussian
 from statemix_sk.filtering import particle_filter
 from statemix_sk.forecasting import _weighted_quantiles, forecast
-from statemix_sk.models import LinearGaussianModel, kalman_filter
+from statemix_sk.kalman import kalman_filter
+from statemix_sk.models import LinearGaussianModel
 
 # The most a particle system's squared errors may exceed those of independent
 # draws with the same ESS, on average over a test's estimates. On this model the

@@ -50,18 +50,18 @@ from statemix_sk.learned import (
     apply_mixture_network,
     init_mixture_network,
 )
-from statemix_sk.models import (
-    GaussianObservation,
-    LinearGaussianObservation,
-    _linear_gaussian_log_density,
-    phase_observation,
-)
 from statemix_sk.networks import (
     Standardizer,
     apply_mixture_head,
     input_width,
     make_mixture_head,
     standardize,
+)
+from statemix_sk.observations import (
+    GaussianObservation,
+    LinearGaussianObservation,
+    _linear_gaussian_log_density,
+    phase_observation,
 )
 
 # Fused against reference: the same float64 operations, in the same order in the

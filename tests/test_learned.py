@@ -13,13 +13,13 @@ from statemix_sk.learned import (
     locally_optimal_gain,
     periodic_coordinates,
 )
-from statemix_sk.models import (
+from statemix_sk.models import simulate
+from statemix_sk.networks import Standardizer, make_mixture_head
+from statemix_sk.observations import (
     GaussianObservation,
     LinearGaussianObservation,
     phase_observation,
-    simulate,
 )
-from statemix_sk.networks import Standardizer, make_mixture_head
 
 
 @pytest.fixture(params=["diag", "full"])

@@ -9,7 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from statemix_sk import StateMixFilter, make_linear_gaussian, make_lorenz96
 from statemix_sk.filtering import particle_filter
-from statemix_sk.models import kalman_filter
+from statemix_sk.kalman import kalman_filter
 
 
 def _held_out_log_likelihoods(estimator, Y, n_seeds):

@@ -20,7 +20,8 @@ from autograd.test_util import check_grads
 
 from statemix_sk import filtering
 from statemix_sk.filtering import particle_filter
-from statemix_sk.models import GaussianTransitionModel, LinearGaussianObservation
+from statemix_sk.models import GaussianTransitionModel
+from statemix_sk.observations import LinearGaussianObservation
 
 
 class ScaledWalk(GaussianTransitionModel):

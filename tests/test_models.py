@@ -5,16 +5,17 @@ import scipy.linalg
 import scipy.stats
 from scipy.integrate import solve_ivp
 
+from statemix_sk.kalman import kalman_filter, kalman_smoother
 from statemix_sk.models import (
-    GaussianObservation,
     KuramotoModel,
     LinearGaussianModel,
-    LinearGaussianObservation,
     Lorenz96Model,
-    kalman_filter,
-    kalman_smoother,
-    phase_observation,
     simulate,
+)
+from statemix_sk.observations import (
+    GaussianObservation,
+    LinearGaussianObservation,
+    phase_observation,
 )
 
 

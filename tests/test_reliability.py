@@ -34,7 +34,7 @@ from hypothesis.extra import numpy as hnp
 from sklearn.exceptions import ConvergenceWarning
 
 import statemix_sk
-import statemix_sk.training as training_module
+import statemix_sk.objective as training_module
 from statemix_sk import (
     AuxiliaryFilter,
     BootstrapFilter,
@@ -1047,7 +1047,7 @@ def test_an_interrupt_deep_in_training_leaves_the_previous_fit(
 def test_an_interrupted_known_model_fit_changes_nothing(
     estimator_class, data, monkeypatch
 ):
-    import statemix_sk.estimator as estimator_module
+    import statemix_sk.known_model_filters as estimator_module
 
     Y, model = data
     fresh = estimator_class(model, n_particles=8, random_state=0)

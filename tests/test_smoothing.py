@@ -5,16 +5,13 @@ from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
 
 from statemix_sk import BootstrapFilter, LocallyOptimalFilter
-from statemix_sk import estimator as estimator_module
+from statemix_sk import estimator_base as estimator_module
 from statemix_sk.datasets import make_kuramoto, make_linear_gaussian, make_lorenz96
 from statemix_sk.filtering import particle_filter
+from statemix_sk.kalman import kalman_filter, kalman_smoother
 from statemix_sk.learned import MixtureTransitionModel, init_mixture_network
-from statemix_sk.models import (
-    LinearGaussianObservation,
-    kalman_filter,
-    kalman_smoother,
-)
 from statemix_sk.networks import Standardizer, make_mixture_head
+from statemix_sk.observations import LinearGaussianObservation
 from statemix_sk.smoothing import (
     ffbs_smoothed_moments,
     genealogy_smoothed_means,

@@ -10,21 +10,23 @@ import statemix_sk.training as training
 from statemix_sk.datasets import make_linear_gaussian
 from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import StateMixSpec
-from statemix_sk.models import GaussianObservation, LinearGaussianObservation
+from statemix_sk.network_start import fit_transition_to_states
 from statemix_sk.networks import Standardizer, make_mixture_head
+from statemix_sk.objective import (
+    Validation,
+    count_observed_steps,
+    take_windows,
+    window_log_likelihood,
+)
+from statemix_sk.observations import GaussianObservation, LinearGaussianObservation
 from statemix_sk.training import (
     AdamState,
     TrainingSettings,
-    Validation,
     adam_init,
     adam_update,
     clip_by_norm,
-    count_observed_steps,
     fit_restarts,
-    fit_transition_to_states,
-    take_windows,
     train,
-    window_log_likelihood,
 )
 
 N_STATES = 2

@@ -1,5 +1,7 @@
 """Tests for the log-space helpers, generator coercion and input checks."""
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -286,3 +288,51 @@ def test_check_observations_error_names_the_argument(key):
 def test_check_observations_wrong_n_features_names_the_argument():
     with pytest.raises(ValueError, match="Y_test"):
         check_observations(np.ones((4, 3)), "Y_test", n_features=2)
+
+
+# ------------------------------------------------------------------------------------
+# Names moved between modules (issue 16): the old documented paths still work
+# ------------------------------------------------------------------------------------
+
+MOVED = [
+    *(("models", name, "kalman") for name in ("kalman_filter", "kalman_smoother")),
+    *(("models", name, "kalman") for name in ("KalmanResult", "KalmanSmootherResult")),
+    *(
+        ("baselines", name, "kalman")
+        for name in (
+            "linear_dynamics_by_em",
+            "linear_dynamics_by_moments",
+            "random_walk_model",
+            "smoothed_states",
+        )
+    ),
+    *(
+        ("estimator", name, "known_model_filters")
+        for name in (
+            "AuxiliaryFilter",
+            "BootstrapFilter",
+            "ImprovedAuxiliaryFilter",
+            "LocallyOptimalFilter",
+        )
+    ),
+    ("estimator", "InconsistentVersionWarning", "estimator_base"),
+    ("training", "WindowBatch", "objective"),
+    ("training", "held_out_log_likelihood", "objective"),
+    ("training", "fit_transition_to_states", "network_start"),
+    ("experiments", "format_tables", "reporting"),
+    ("experiments", "plot_results", "reporting"),
+    ("experiments", "plural", "reporting"),
+]
+
+
+@pytest.mark.parametrize(("old", "name", "new"), MOVED)
+def test_a_moved_name_imports_from_its_old_module_with_a_future_warning(old, name, new):
+    old_module = importlib.import_module(f"statemix_sk.{old}")
+    new_module = importlib.import_module(f"statemix_sk.{new}")
+    with pytest.warns(FutureWarning, match=rf"statemix_sk\.{new}\.{name}"):
+        moved = getattr(old_module, name)
+    assert moved is getattr(new_module, name)
+    with pytest.warns(FutureWarning):
+        exec(f"from statemix_sk.{old} import {name}", {})
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        old_module.no_such_name  # noqa: B018
