@@ -24,7 +24,9 @@ thread (threadpoolctl), it measures:
   peak per step against the output's own 80 bytes per step (d = 10 floats).
 - **many series**: ``BootstrapFilter.predict`` (true model, N = 100) on 1, 100
   and 1,000 series of 100 steps filtered together: the time per series-step
-  (best of the repeats) and its ratio to that of 100 series.
+  (best of the repeats) and its ratio to that of 100 series, with Lorenz 96
+  integrating many rows in cache-sized blocks (``models._BLOCK_ROWS``) and, in
+  the same run, in one block as before.
 """
 
 import argparse
@@ -39,7 +41,7 @@ import numpy
 from autograd import value_and_grad
 from threadpoolctl import threadpool_limits
 
-from statemix_sk import BootstrapFilter, StateMixFilter, make_lorenz96
+from statemix_sk import BootstrapFilter, StateMixFilter, make_lorenz96, models
 from statemix_sk.objective import mean_log_likelihood
 from statemix_sk.training import TrainingSettings
 
@@ -224,21 +226,36 @@ def main():
             estimator = BootstrapFilter(
                 model, n_particles=PREDICT_PARTICLES, random_state=0
             ).fit(Y_batch[:1])
-            per_series_step = {}
+            # Lorenz 96 integrates many rows in cache-sized blocks; one block
+            # (the code before) is timed beside it, in the same run.
+            per_series_step = {"blocks": {}, "one block": {}}
+            block_rows = models._BLOCK_ROWS
             for n_series in config["batch_sizes"]:
                 repeats = config["repeats"] if n_series < 1000 else 2
-                seconds = best_seconds(
-                    lambda n=n_series: estimator.predict(Y_batch[:n]), repeats
-                )
-                per_series_step[n_series] = seconds / (n_series * n_steps)
-            reference = per_series_step.get(100)
+                for name, rows in (("blocks", block_rows), ("one block", 10**12)):
+                    models._BLOCK_ROWS = rows
+                    seconds = best_seconds(
+                        lambda n=n_series: estimator.predict(Y_batch[:n]), repeats
+                    )
+                    per_series_step[name][n_series] = seconds / (n_series * n_steps)
+            models._BLOCK_ROWS = block_rows
             lines = [
-                "| series | us per series-step | / 100 series |",
-                "|---|---|---|",
+                "| series | us per series-step | / 100 series | "
+                "one block: us | / 100 series |",
+                "|---|---|---|---|---|",
             ]
-            for n_series, value in per_series_step.items():
-                ratio = "-" if reference is None else f"{value / reference:.2f}"
-                lines.append(f"| {n_series:,} | {1e6 * value:.1f} | {ratio} |")
+            for n_series in config["batch_sizes"]:
+                cells = []
+                for name in ("blocks", "one block"):
+                    values = per_series_step[name]
+                    reference = values.get(100)
+                    ratio = (
+                        "-"
+                        if reference is None
+                        else f"{values[n_series] / reference:.2f}"
+                    )
+                    cells += [f"{1e6 * values[n_series]:.1f}", ratio]
+                lines.append(f"| {n_series:,} | " + " | ".join(cells) + " |")
             print(
                 f"## BootstrapFilter.predict (N = {PREDICT_PARTICLES}) on many series "
                 f"of {n_steps} steps at once\n\n" + "\n".join(lines) + "\n",

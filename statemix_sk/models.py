@@ -46,6 +46,7 @@ from typing import Protocol
 
 import autograd.numpy as np
 import numpy
+from autograd.tracer import isbox
 
 from ._utils import (
     as_generator,
@@ -210,6 +211,12 @@ class GaussianTransitionModel:
         return simulate(self, n_steps, n_sequences, random_state)
 
 
+_BLOCK_ROWS = 8192
+"""Rows that Lorenz 96's integration handles at once (10 states: 640 KiB a
+temporary); measured on a 2-core x86_64: 1.4 us per row at 100,000 rows in
+blocks of 8192, 2.7 us in one block, 1.2 to 1.5 at 10,000 rows."""
+
+
 def _rk4(drift, x, dt, n_substeps):
     """Integrate ``dx/dt = drift(x)`` over ``dt`` with ``n_substeps`` RK4 steps."""
     h = dt / n_substeps
@@ -330,7 +337,17 @@ class Lorenz96Model(GaussianTransitionModel):
 
     def transition_mean(self, x_prev):
         """Integrate the ODE over one step with RK4: the noiseless part."""
-        return _rk4(self._drift, x_prev, self.dt, self.n_substeps)
+        if isbox(x_prev) or numpy.ndim(x_prev) != 2 or len(x_prev) <= _BLOCK_ROWS:
+            return _rk4(self._drift, x_prev, self.dt, self.n_substeps)
+        # Many rows (many series filtered together): each row integrates on its
+        # own, so blocks of rows whose temporaries stay in the cache give the
+        # same bits (additions and products only) at less memory traffic.
+        x_prev = numpy.asarray(x_prev)
+        mean = numpy.empty_like(x_prev, dtype=numpy.result_type(x_prev, float))
+        for start in range(0, len(x_prev), _BLOCK_ROWS):
+            block = slice(start, start + _BLOCK_ROWS)
+            mean[block] = _rk4(self._drift, x_prev[block], self.dt, self.n_substeps)
+        return mean
 
     def sample_simulation_start(self, n, rng):
         """Draw true ``x_0``: ``burn_in`` stochastic steps from a prior draw."""

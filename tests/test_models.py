@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.stats
+from autograd import grad
 from scipy.integrate import solve_ivp
 
+from statemix_sk import models
 from statemix_sk.kalman import kalman_filter, kalman_smoother
 from statemix_sk.models import (
     KuramotoModel,
@@ -354,3 +356,18 @@ def test_simulate_shapes_reproducibility_and_a_user_model():
     assert Y.shape == (2, 5, 1)
     with pytest.raises(ValueError, match="n_steps"):
         simulate(RandomWalk(), 0)
+
+
+def test_lorenz96_integrates_blocks_of_rows_to_the_same_bits(monkeypatch):
+    # Many rows are integrated in blocks that stay in the cache; each row's
+    # arithmetic is the same (additions and products), so the bits are too.
+    # Blocks of 7 rows over 50: six full blocks and a short one.
+    model = Lorenz96Model()
+    x_prev = np.random.default_rng(0).normal(2.2, 3.9, (50, 10))
+    whole = models._rk4(model._drift, x_prev, model.dt, model.n_substeps)
+    monkeypatch.setattr(models, "_BLOCK_ROWS", 7)
+    np.testing.assert_array_equal(model.transition_mean(x_prev), whole)
+    # A single state, and a traced one, are not split.
+    np.testing.assert_array_equal(model.transition_mean(x_prev[0]), whole[0])
+    gradient = grad(lambda x: anp.sum(model.transition_mean(x)))(x_prev)
+    assert gradient.shape == x_prev.shape
