@@ -133,6 +133,7 @@ def _reproduce(args):
         "n_test": args.n_test,
         "n_steps": args.n_steps,
         "max_iter": args.max_iter,
+        "update": args.update,
         "train_particles": args.train_particles,
         "floor_particles": args.floor_particles,
         "filter_passes": args.filter_passes,
@@ -146,6 +147,8 @@ def _reproduce(args):
         if args.max_iter is None
         else f"at most {args.max_iter} epoch{'s' if args.max_iter > 1 else ''}"
     )
+    if args.update is not None:
+        training += f", update={args.update!r}"
     print(
         f"statemix-sk {__version__} reproduce {args.experiment}: "
         f"{EXPERIMENTS[args.experiment].description}.\n"
@@ -346,6 +349,13 @@ def _add_reproduce(commands):
         default=None,
         help="StateMixFilter's maximum number of epochs (None: the estimator's "
         "default, 100 epochs with early stopping on held-out training series)",
+    )
+    reproduce.add_argument(
+        "--update",
+        choices=["joint", "alternating"],
+        default=None,
+        help="StateMixFilter's update scheme (None: the estimator's default, "
+        "joint): both networks per update, or the paper's alternation",
     )
     reproduce.add_argument(
         "--train-particles",

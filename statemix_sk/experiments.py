@@ -224,10 +224,16 @@ def _row(
 
 
 def _statemix_options(settings, verbose=0):
-    """Return the StateMixFilter arguments that the settings fix (max_iter if set)."""
+    """Return the StateMixFilter arguments that the settings fix.
+
+    The training particles, and ``max_iter`` and ``update`` where set (results
+    written before ``update`` was a setting have none).
+    """
     options = {"n_particles": settings["train_particles"]}
     if settings["max_iter"] is not None:
         options["max_iter"] = settings["max_iter"]
+    if settings.get("update") is not None:
+        options["update"] = settings["update"]
     if verbose > 1:
         options["verbose"] = 1
     return options
@@ -538,6 +544,7 @@ def run_experiment(
     n_test=5,
     n_steps=100,
     max_iter=None,
+    update=None,
     train_particles=100,
     floor_particles=10_000,
     filter_passes=1,
@@ -565,6 +572,8 @@ def run_experiment(
     max_iter : int, default=None
         StateMixFilter's maximum number of epochs; None: the estimator's own
         default (100, with early stopping on held-out training series).
+    update : {"joint", "alternating"}, default=None
+        StateMixFilter's update scheme; None: the estimator's default.
     train_particles : int, default=100
         StateMixFilter's particles during training.
     floor_particles : int, default=10000
@@ -595,6 +604,10 @@ def run_experiment(
         raise ValueError(
             f"Unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}."
         )
+    if update not in (None, "joint", "alternating"):
+        raise ValueError(
+            f"update must be 'joint', 'alternating' or None, got {update!r}."
+        )
     settings = {
         "runs": int(runs),
         "n_particles": [int(n) for n in n_particles],
@@ -603,6 +616,7 @@ def run_experiment(
         "n_test": int(n_test),
         "n_steps": int(n_steps),
         "max_iter": None if max_iter is None else int(max_iter),
+        "update": update,
         "train_particles": int(train_particles),
         "floor_particles": int(floor_particles),
         "filter_passes": int(filter_passes),

@@ -71,6 +71,11 @@ def test_reproduce_defaults_to_the_learning_curve():
         ["reproduce", "kuramoto", "--n-train", "5", "50", "--max-iter", "30"]
     )
     assert args.n_train == [5, 50] and args.max_iter == 30
+    assert args.update is None  # the estimator's own default, joint
+    args = build_parser().parse_args(
+        ["reproduce", "kuramoto", "--update", "alternating"]
+    )
+    assert args.update == "alternating"
 
 
 def test_reproduce_help_shows_every_default():

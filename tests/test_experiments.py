@@ -70,6 +70,26 @@ def test_every_method_is_run_at_every_n(lorenz):
     json.dumps(lorenz)  # the results are JSON as they are
 
 
+def test_update_scheme_reaches_every_fit_and_the_results(monkeypatch):
+    updates = []
+    fit_learned = StateMixFilter.fit
+
+    def record(self, Y, y=None):
+        updates.append(self.update)
+        return fit_learned(self, Y, y)
+
+    monkeypatch.setattr(StateMixFilter, "fit", record)
+    settings = {**TINY, "runs": 1, "n_particles": (10,)}
+    results = run_experiment(
+        "linear-gaussian", seed=0, n_jobs=1, update="alternating", **settings
+    )
+    assert updates and set(updates) == {"alternating"}
+    assert results["settings"]["update"] == "alternating"
+    assert results["training"]["update"] == "alternating"
+    with pytest.raises(ValueError, match="update must be"):
+        run_experiment("linear-gaussian", update="both", **settings)
+
+
 def test_training_sets_are_nested_and_baselines_run_once_per_run(monkeypatch):
     fitted, baselines = [], []
     fit_learned, fit_known = StateMixFilter.fit, _KnownModelFilter.fit
