@@ -43,7 +43,6 @@ from threadpoolctl import threadpool_limits
 
 from statemix_sk import BootstrapFilter, StateMixFilter, make_lorenz96, models
 from statemix_sk.objective import mean_log_likelihood
-from statemix_sk.training import TrainingSettings
 
 FULL = {
     "lengths": (1_000, 2_000, 4_000, 10_000),
@@ -74,41 +73,28 @@ def best_seconds(function, repeats):
     return min(times)
 
 
-def trained_parameters(Y, model):
-    """Return the spec and parameters of a StateMixFilter after one epoch."""
-    estimator = StateMixFilter(
+def one_epoch_estimator(model):
+    """``StateMixFilter(max_iter=1, n_particles=50)`` for ``model``'s observation."""
+    return StateMixFilter(
         n_particles=N_PARTICLES,
         observation=model.observation,
         max_iter=1,
         random_state=0,
-    ).fit(Y)
-    return estimator.spec_, estimator.params_
-
-
-def gradient_seconds(spec, params, Y):
-    """Time one value-and-gradient of the log-likelihood per step over ``Y``."""
-    settings = TrainingSettings(
-        n_particles=N_PARTICLES,
-        resampling="systematic",
-        ess_threshold=1.0,
-        max_iter=1,
-        tol=1e-3,
-        learning_rate=1e-3,
     )
+
+
+def gradient_seconds(estimator, Y):
+    """Time one value-and-gradient of the log-likelihood per step over ``Y``."""
+    spec, settings = estimator.spec_, estimator._settings()
     gradient = value_and_grad(
         lambda p: mean_log_likelihood(p, spec, Y, len(Y), settings, 0)
     )
-    return best_seconds(lambda: gradient(params), 1)
+    return best_seconds(lambda: gradient(estimator.params_), 1)
 
 
 def fit_seconds(Y, model):
-    """Time ``StateMixFilter(max_iter=1, n_particles=50).fit`` on one series."""
-    estimator = StateMixFilter(
-        n_particles=N_PARTICLES,
-        observation=model.observation,
-        max_iter=1,
-        random_state=0,
-    )
+    """Time ``one_epoch_estimator(model).fit`` on one series."""
+    estimator = one_epoch_estimator(model)
     return best_seconds(lambda: estimator.fit(Y), 1)
 
 
@@ -182,8 +168,8 @@ def main():
     )
     with threadpool_limits(1):
         if "gradient" not in args.skip:
-            spec, params = trained_parameters(Y_long[:200], model)
-            seconds = [gradient_seconds(spec, params, Y_long[:T]) for T in lengths]
+            estimator = one_epoch_estimator(model).fit(Y_long[:200])
+            seconds = [gradient_seconds(estimator, Y_long[:T]) for T in lengths]
             print(
                 f"## One value-and-gradient over a series of T steps (N = "
                 f"{N_PARTICLES})\n\n{growth_table(lengths, seconds)}\n",

@@ -26,7 +26,6 @@ from statemix_sk import (
     make_linear_gaussian,
 )
 from statemix_sk.objective import count_observed_steps, mean_log_likelihood
-from statemix_sk.training import TrainingSettings
 
 # A tiny estimator: every fit takes about a second. Two epochs cannot meet
 # n_iter_no_change, so fitting it raises a ConvergenceWarning, which the tests
@@ -176,17 +175,9 @@ def test_partly_observed_steps_train_the_proposal_without_autograd_warnings(data
     model = fit(tiny(update="alternating", max_iter=2), Y)
     assert np.all(np.isfinite(model.predict(Y)))
 
-    settings = TrainingSettings(
-        n_particles=8,
-        resampling="systematic",
-        ess_threshold=1.0,
-        max_iter=1,
-        tol=1e-3,
-        learning_rate=1e-3,
-    )
     gradient = grad(
         lambda p: mean_log_likelihood(
-            p, model.spec_, Y, count_observed_steps(Y), settings, 0
+            p, model.spec_, Y, count_observed_steps(Y), model._settings(), 0
         )
     )(model.params_)
     assert np.linalg.norm(flat(gradient["proposal"])) > 0
