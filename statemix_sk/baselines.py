@@ -294,21 +294,24 @@ class LocallyOptimalProposal:
             x = centre + noise @ self.cholesky.T
             log_det = self.log_det
         else:
-            # Rows share a few patterns of missing entries (one per series).
-            patterns, inverse = numpy.unique(
-                numpy.broadcast_to(observed, numpy.shape(mean)[:1] + y.shape[-1:]),
-                axis=0,
-                return_inverse=True,
-            )
-            parts = [self._conditional(pattern) for pattern in patterns]
-            inverse = inverse.ravel()
-            gains = numpy.stack([part[0] for part in parts])[inverse]
-            choleskys = numpy.stack([part[1] for part in parts])[inverse]
-            log_det = numpy.array([part[2] for part in parts])[inverse]
+            # The rows come in runs sharing a pattern of missing entries (a
+            # series' particles): one conditional per run, found in one pass
+            # over the rows instead of by sorting them.
+            observed = numpy.broadcast_to(observed, (len(mean), y.shape[-1]))
+            changes = numpy.any(observed[1:] != observed[:-1], axis=1)
+            starts = numpy.flatnonzero(numpy.concatenate([[True], changes]))
+            stops = numpy.append(starts[1:], len(observed))
             residual = numpy.where(observed, y, 0.0) - mean @ self.observation_matrix.T
-            centre = mean + np.einsum("nij,nj->ni", gains, residual)
-            noise = rng.standard_normal(numpy.shape(centre))
-            x = centre + numpy.einsum("nij,nj->ni", choleskys, noise)
+            noise = rng.standard_normal(numpy.shape(mean))
+            pieces, log_det = [], numpy.empty(len(observed))
+            for start, stop in zip(starts, stops, strict=True):
+                gain, cholesky, log_det[start:stop] = self._conditional(observed[start])
+                pieces.append(
+                    mean[start:stop]
+                    + residual[start:stop] @ gain.T
+                    + noise[start:stop] @ cholesky.T
+                )
+            x = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         log_q = -0.5 * (
             np.sum(noise**2, axis=1) + log_det + n_states * numpy.log(2.0 * numpy.pi)
         )
