@@ -41,7 +41,6 @@ result does not depend on ``n_jobs``.
 """
 
 import time
-import warnings
 from typing import NamedTuple
 
 import joblib
@@ -379,20 +378,9 @@ def _epoch(run, vectors, adam, clouds, n_updates, rng, objective):
             )
             _carry(clouds, series, final)
             continue
-        with warnings.catch_warnings():
-            # A network that these windows never use (a proposal where
-            # every step observes nothing) has a zero gradient, a valid
-            # update; autograd's warning about it is not the user's.
-            warnings.filterwarnings(
-                "ignore", "Output seems independent of input", UserWarning
-            )
-            value, gradient = gradient_of(
-                [vectors[phase] for phase in group],
-                group,
-                batch,
-                clouds,
-                seed_rng,
-            )
+        value, gradient = gradient_of(
+            [vectors[phase] for phase in group], group, batch, clouds, seed_rng
+        )
         if not all_finite(value, gradient):
             return total, observed, n_updates, True
         _adam_step(vectors, adam, group, gradient, settings)
