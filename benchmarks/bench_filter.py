@@ -221,7 +221,8 @@ def _mlp(network, inputs):
     """Tanh hidden layers, linear output, plus the linear part ``inputs @ L``."""
     hidden = inputs
     for W, b in network["layers"][:-1]:
-        hidden = np.tanh(hidden @ W + b)
+        # tanh in its exp form, as the library computes it (networks.tanh_into).
+        hidden = 2.0 / (1.0 + np.exp(-2.0 * np.maximum(hidden @ W + b, -20.0))) - 1.0
     W, b = network["layers"][-1]
     return hidden @ W + b + inputs @ network["linear"]
 
@@ -235,10 +236,11 @@ def _mixture(network, head, inputs, centre):
         :, S : S + S * d
     ].reshape(n, S, d)
     raw = outputs[:, S + S * d : S + 2 * S * d].reshape(n, S, d) + head.scale_offset
-    # The sigmoid in its tanh form, as the library computes it: 1 / (1 + exp(-raw))
-    # differs in the last bit, and the learned dynamics amplify such differences
-    # over long series until resampling picks another ancestor.
-    sigmoid = 0.5 * (np.tanh(0.5 * raw) + 1.0)
+    # The sigmoid as the library computes it (networks.sigmoid_into): another
+    # form (0.5 (tanh(raw / 2) + 1)) differs in the last bit, and the learned
+    # dynamics amplify such differences over long series until resampling
+    # picks another ancestor.
+    sigmoid = 1.0 / (1.0 + np.exp(-np.maximum(raw, -700.0)))
     scales = head.scale_low + (head.scale_high - head.scale_low) * sigmoid
     return logits, means, scales
 
@@ -250,11 +252,10 @@ def _log_mixture_weights(logits):
 
 def _mixture_mean(logits, means):
     """Mixture mean ``sum_k w_k mean_k`` of every row, shape (n, d)."""
-    # The same operations in the same order as the library (a max-shifted softmax,
-    # then a sum over components), so that the proposal's centre has no rounding
-    # difference that resampling could turn into a different ancestor.
-    weights = np.exp(logits - np.max(logits, axis=1, keepdims=True))
-    weights = weights / np.sum(weights, axis=1, keepdims=True)
+    # The same operations in the same order as the library (softmax as exp of the
+    # log-weights, then a sum over components), so that the proposal's centre has no
+    # rounding difference that resampling could turn into a different ancestor.
+    weights = np.exp(_log_mixture_weights(logits))
     return np.sum(weights[:, :, None] * means, axis=1)
 
 

@@ -32,12 +32,17 @@ from autograd import make_vjp
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
 from ._utils import logsumexp
-from .mixtures import _diag_density_gradients, _diag_terms, choose_components
+from .mixtures import (
+    _diag_density_gradients,
+    _diag_terms,
+    components_from_weights,
+    log_softmax,
+)
 from .networks import (
     _mlp_activations,
     _mlp_backward,
-    _sigmoid,
     input_width,
+    sigmoid_into,
     standardize,
     standardize_vjp,
 )
@@ -120,7 +125,9 @@ def _network_forward(arrays, inputs):
     activations = _mlp_activations(inputs, layers)
     # The last activation is the dense part's output: the backward pass does
     # not need it.
-    return activations[-1] + numpy.dot(inputs, linear), activations[:-1]
+    outputs = activations.pop()
+    outputs += numpy.dot(inputs, linear)
+    return outputs, activations
 
 
 def _network_backward(arrays, activations, upstream, weights=True):
@@ -132,38 +139,49 @@ def _network_backward(arrays, activations, upstream, weights=True):
     layers, linear = arrays[:-1], arrays[-1]
     gradients, delta = _mlp_backward(activations, layers, upstream, weights)
     linear_gradient = activations[0].T @ upstream if weights else None
-    return [*gradients, linear_gradient], delta + upstream @ linear.T
+    delta += upstream @ linear.T
+    return [*gradients, linear_gradient], delta
 
 
 def _head_forward(head, outputs, reference):
-    """Logits, means (``reference`` plus increments), scales and the sigmoid."""
+    """Logits, means (``reference`` plus increments) and the scales' sigmoid.
+
+    The same operations as :func:`statemix_sk.networks.apply_mixture_head`.
+    """
     n_items = outputs.shape[0]
     S, d = head.n_components, head.n_dims
     logits = outputs[:, :S]
-    increments = numpy.reshape(outputs[:, S : S + S * d], (n_items, S, d))
-    raw = numpy.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
-    increments = increments * head.location_scale
-    sigmoid = _sigmoid(raw + head.scale_offset)
-    return logits, reference[:, None, :] + increments, _scales(head, sigmoid), sigmoid
+    means = numpy.reshape(outputs[:, S : S + S * d], (n_items, S, d))
+    means = means * head.location_scale
+    means += reference[:, None, :]
+    sigmoid = numpy.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
+    sigmoid = sigmoid_into(sigmoid + head.scale_offset)
+    return logits, means, sigmoid
 
 
 def _scales(head, sigmoid):
     """Return the bounded scales from their sigmoid (cheaper to redo than keep)."""
-    return head.scale_low + (head.scale_high - head.scale_low) * sigmoid
+    scales = sigmoid * (head.scale_high - head.scale_low)
+    scales += head.scale_low
+    return scales
 
 
 def _head_backward(head, sigmoid, d_logits, d_means, d_scales):
     """Gradient of the network outputs from those of logits, means and scales."""
-    n_items = d_logits.shape[0]
-    d_raw = d_scales * (head.scale_high - head.scale_low) * sigmoid * (1.0 - sigmoid)
-    return numpy.concatenate(
-        [
-            d_logits,
-            numpy.reshape(d_means * head.location_scale, (n_items, -1)),
-            numpy.reshape(d_raw, (n_items, -1)),
-        ],
-        axis=1,
+    n_items, S, d = d_means.shape
+    gradient = numpy.empty((n_items, S + 2 * S * d))
+    gradient[:, :S] = d_logits
+    numpy.multiply(
+        d_means,
+        head.location_scale,
+        out=numpy.reshape(gradient[:, S : S + S * d], (n_items, S, d)),
     )
+    d_raw = numpy.reshape(gradient[:, S + S * d :], (n_items, S, d))
+    numpy.subtract(1.0, sigmoid, out=d_raw)
+    d_raw *= sigmoid
+    d_raw *= d_scales
+    d_raw *= head.scale_high - head.scale_low
+    return gradient
 
 
 def _density_backward(x, means, scales, density, upstream):
@@ -172,7 +190,8 @@ def _density_backward(x, means, scales, density, upstream):
     ``density`` is ``(log_weights, joint, log_density)`` from the forward pass
     (see ``_diag_terms``); ``z`` is recomputed, as it is cheap.
     """
-    z = (x[:, None, :] - means) / scales
+    z = x[:, None, :] - means
+    z /= scales
     return _diag_density_gradients(z, *density, scales, upstream)
 
 
@@ -197,28 +216,33 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
     stats, observation = config.input_stats, config.observation
     standardized = standardize(x_prev, stats)
     f_outputs, f_activations = _network_forward(transition_arrays, standardized)
-    f_logits, f_means, f_scales, f_sigmoid = _head_forward(
+    f_logits, f_means, f_sigmoid = _head_forward(
         config.transition_head, f_outputs, x_prev
     )
+    f_log_weights = log_softmax(f_logits)
     # The transition's mixture mean, computed as learned._mixture_mean does.
-    f_weights = numpy.exp(f_logits - numpy.max(f_logits, axis=1, keepdims=True))
-    f_weights = f_weights / numpy.sum(f_weights, axis=1, keepdims=True)
+    f_weights = numpy.exp(f_log_weights)
     centre = numpy.sum(f_weights[:, :, None] * f_means, axis=1)
     innovation = scaled_innovation(y, observation.mean(centre), observation.noise_scale)
     proposal_inputs = numpy.concatenate([standardized, innovation], axis=1)
     q_outputs, q_activations = _network_forward(proposal_arrays, proposal_inputs)
-    q_logits, q_means, q_scales, q_sigmoid = _head_forward(
+    q_logits, q_means, q_sigmoid = _head_forward(
         config.proposal_head, q_outputs, centre
     )
-    n_components = q_logits.shape[1]
-    one_hot = (
-        choose_components(q_logits, uniforms)[:, None] == numpy.arange(n_components)
-    ).astype(float)
-    x = numpy.sum(one_hot[:, :, None] * (q_means + q_scales * noise[:, None, :]), 1)
-    _, f_log_weights, f_joint = _diag_terms(x, f_logits, f_means, f_scales)
-    _, q_log_weights, q_joint = _diag_terms(x, q_logits, q_means, q_scales)
-    f_log_density = logsumexp(f_joint, axis=-1)
-    q_log_density = logsumexp(q_joint, axis=-1)
+    q_log_weights = log_softmax(q_logits)
+    components = components_from_weights(numpy.exp(q_log_weights), uniforms)
+    # x = means[c] + scales[c] * noise, as the one-hot sum of
+    # mixtures.transform_mixture_noise gives it (the other terms add zeros).
+    rows = numpy.arange(len(components))
+    q_scales = _scales(config.proposal_head, q_sigmoid)
+    x = q_scales[rows, components]
+    x *= noise
+    x += q_means[rows, components]
+    f_scales = _scales(config.transition_head, f_sigmoid)
+    _, _, f_joint = _diag_terms(x, f_logits, f_means, f_scales, f_log_weights)
+    _, _, q_joint = _diag_terms(x, q_logits, q_means, q_scales, q_log_weights)
+    f_log_density = logsumexp.fun(f_joint, axis=-1)
+    q_log_density = logsumexp.fun(q_joint, axis=-1)
     # What the backward pass needs, less what is cheap to redo from it (the
     # scales from their sigmoids, z from x, the means and the scales): the
     # steps of a demo-sized fit then fit in MixtureProposal's default budget.
@@ -228,7 +252,7 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
         "centre": centre,
         "q": (q_activations, q_means, q_sigmoid),
         "q_density": (q_log_weights, q_joint, q_log_density),
-        "one_hot": one_hot,
+        "components": components,
         "x": x,
         "log_ratio": f_log_density - q_log_density,
     }
@@ -296,6 +320,8 @@ def _learned_step_vjp(argnums, result, args, kwargs):
         n_states = x_prev.shape[1]
         d_x = upstream[:, :n_states]
         d_ratio = upstream[:, n_states]
+        components = v["components"]
+        rows_of_x = numpy.arange(len(components))
 
         # log_ratio = log f(x) - log pi(x).
         f_dx, d_f_logits, d_f_means, d_f_scales = _density_backward(
@@ -304,10 +330,11 @@ def _learned_step_vjp(argnums, result, args, kwargs):
         q_dx, d_q_logits, d_q_means, d_q_scales = _density_backward(
             v["x"], q_means, q_scales, v["q_density"], -d_ratio
         )
-        d_x = d_x + f_dx + q_dx
-        # x = sum_k one_hot_k (q_means_k + q_scales_k noise).
-        d_q_means = d_q_means + v["one_hot"][:, :, None] * d_x[:, None, :]
-        d_q_scales = d_q_scales + v["one_hot"][:, :, None] * (d_x * noise)[:, None, :]
+        d_x = d_x + f_dx
+        d_x += q_dx
+        # x = q_means_c + q_scales_c noise, c the chosen component.
+        d_q_means[rows_of_x, components] += d_x
+        d_q_scales[rows_of_x, components] += d_x * noise
         # The proposal network and its head, centred on the transition's mean.
         d_centre = numpy.sum(d_q_means, axis=1)
         proposal_gradients, d_inputs = _network_backward(

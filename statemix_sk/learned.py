@@ -31,7 +31,7 @@ import autograd.numpy as np
 import numpy
 from autograd.tracer import isbox
 
-from ._utils import check_scale
+from ._utils import check_scale, logsumexp
 from .fused import (
     KeptIntermediates,
     StepConfig,
@@ -256,8 +256,9 @@ def _release(held_bytes, nbytes):
 
 def _mixture_mean(mixture):
     """Return ``sum_k w_k mean_k`` of every row of a mixture."""
-    weights = np.exp(mixture.logits - np.max(mixture.logits, axis=1, keepdims=True))
-    weights = weights / np.sum(weights, axis=1, keepdims=True)
+    weights = np.exp(
+        mixture.logits - logsumexp(mixture.logits, axis=1, keepdims=True)
+    )
     return np.sum(np.expand_dims(weights, 2) * mixture.means, axis=1)
 
 

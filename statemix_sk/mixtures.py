@@ -91,16 +91,34 @@ def reference_mixture_log_density(mixture, x):
     )
 
 
-def _diag_terms(x, logits, means, scales):
-    """Forward pass of the fused diagonal density, with what the VJP reuses."""
-    z = (x[:, None, :] - means) / scales
-    log_weights = logits - logsumexp(logits, axis=-1, keepdims=True)
-    joint = (
-        log_weights
-        - 0.5 * numpy.sum(z**2, axis=-1)
-        - numpy.sum(numpy.log(scales), axis=-1)
-        - 0.5 * x.shape[-1] * _LOG_2PI
-    )
+def log_softmax(logits):
+    """``logits - logsumexp(logits)`` along the last axis, on values (no autograd).
+
+    The same operations as :func:`statemix_sk._utils.logsumexp` (so the same bits),
+    without its autograd wrapper: the fused step calls it several times per time
+    step on small arrays.
+    """
+    shift = numpy.max(logits, axis=-1, keepdims=True)
+    shift = numpy.where(numpy.isfinite(shift), shift, 0.0)
+    total = numpy.log(numpy.sum(numpy.exp(logits - shift), axis=-1, keepdims=True))
+    total += shift
+    return logits - total
+
+
+def _diag_terms(x, logits, means, scales, log_weights=None):
+    """Forward pass of the fused diagonal density, with what the VJP reuses.
+
+    ``log_weights``, the log-softmax of ``logits``, is computed unless given.
+    """
+    z = x[:, None, :] - means
+    z /= scales
+    if log_weights is None:
+        log_weights = log_softmax(logits)
+    squares = numpy.sum(numpy.square(z), axis=-1)
+    squares *= -0.5
+    joint = log_weights + squares
+    joint -= numpy.sum(numpy.log(scales), axis=-1)
+    joint -= 0.5 * x.shape[-1] * _LOG_2PI
     return z, log_weights, joint
 
 
@@ -245,7 +263,16 @@ def choose_components(logits, uniforms):
     n_items, n_components = logits.shape
     if n_components == 1:
         return numpy.zeros(n_items, dtype=numpy.intp)
-    weights = numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    return components_from_weights(
+        numpy.exp(logits - logsumexp(logits, axis=1, keepdims=True)), uniforms
+    )
+
+
+def components_from_weights(weights, uniforms):
+    """:func:`choose_components` from the normalised weights (n, n_components)."""
+    n_components = weights.shape[1]
+    if n_components == 1:
+        return numpy.zeros(len(weights), dtype=numpy.intp)
     cumulative = numpy.cumsum(weights, axis=1)
     return numpy.minimum(
         numpy.sum(cumulative < uniforms[:, None] * cumulative[:, -1:], axis=1),
