@@ -256,9 +256,7 @@ def _release(held_bytes, nbytes):
 
 def _mixture_mean(mixture):
     """Return ``sum_k w_k mean_k`` of every row of a mixture."""
-    weights = np.exp(
-        mixture.logits - logsumexp(mixture.logits, axis=1, keepdims=True)
-    )
+    weights = np.exp(mixture.logits - logsumexp(mixture.logits, axis=1, keepdims=True))
     return np.sum(np.expand_dims(weights, 2) * mixture.means, axis=1)
 
 
