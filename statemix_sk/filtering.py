@@ -313,6 +313,8 @@ class _Step(NamedTuple):
     """(B,) of bool: the series that use ``proposal``."""
     partly_observed: numpy.ndarray
     """(B,) of bool: the series that observe at least one entry."""
+    complete: bool
+    """Whether every series observes every entry."""
 
 
 class _Resampled(NamedTuple):
@@ -326,8 +328,10 @@ class _Resampled(NamedTuple):
     """(B * N,): the parents' rows in the stacked cloud."""
     reference: numpy.ndarray
     """(B, N): the stop-gradient values ``log vbar_a`` (0 where not resampled)."""
-    log_carried: object
-    """(B, N): the log-weight each new particle carries into the step."""
+    offsets: numpy.ndarray
+    """(B, N): the constant that each new particle's carried log-weight adds to
+    its parent's ``log vbar`` (or ``log W``): ``-reference - log N`` where
+    resampled, 0 where not."""
 
 
 def _check_arguments(n_particles, ess_threshold):
@@ -395,7 +399,13 @@ def _step_inputs(y, n_particles, proposal, handles_missing):
         else numpy.where(proposal_rows[:, None], y_rows, 0.0)
     )
     return _Step(
-        y_rows, y_proposal, step_proposal, proposal_rows, uses_proposal, partly_observed
+        y_rows,
+        y_proposal,
+        step_proposal,
+        proposal_rows,
+        uses_proposal,
+        partly_observed,
+        bool(observed.all()),
     )
 
 
@@ -415,7 +425,9 @@ def _resample(log_weights, log_eta, scheme, ess_threshold, rng, frozen_step):
     """Pick the ancestors (stop-gradient resampling); see the module docstring.
 
     ``frozen_step`` is None or the frozen run's ``(resampled, ancestors,
-    reference)`` at this step, reused instead of the decisions drawn here.
+    reference)`` at this step, reused instead of the decisions drawn here. All
+    of it is computed on values: :func:`_carried_log_weights` traces the
+    weights that the new particles carry.
     """
     n_series, n_particles = numpy.shape(log_weights)
     values = getval(log_weights)
@@ -426,14 +438,7 @@ def _resample(log_weights, log_eta, scheme, ess_threshold, rng, frozen_step):
     else:
         resample = numpy.array([should_resample(row, ess_threshold) for row in values])
 
-    if log_eta is None:
-        # W is normalised, so v = W needs no renormalising: sum(v) = 1.
-        log_resampling = log_weights
-    else:
-        log_v = log_weights + log_eta
-        log_total = logsumexp(log_v, axis=1, keepdims=True)
-        log_resampling = log_v - log_total
-    resampling_values = getval(log_resampling)
+    resampling_values = _log_resampling_weights(values, getval(log_eta))[0]
     ancestors = numpy.broadcast_to(
         numpy.arange(n_particles), (n_series, n_particles)
     ).copy()
@@ -446,25 +451,65 @@ def _resample(log_weights, log_eta, scheme, ess_threshold, rng, frozen_step):
     # Row offsets of each series' block, to turn per-series ancestors into rows.
     offsets = (numpy.arange(n_series) * n_particles)[:, None]
     rows = (ancestors + offsets).ravel()
-    gathered = np.reshape(
-        take_rows(np.reshape(log_resampling, (-1,)), rows),
-        (n_series, n_particles),
-    )
     if frozen_step is not None:
         reference = frozen_step[2]
     else:
-        reference = numpy.where(resample[:, None], getval(gathered), 0.0)
+        gathered = numpy.reshape(
+            resampling_values.ravel()[rows], (n_series, n_particles)
+        )
+        reference = numpy.where(resample[:, None], gathered, 0.0)
     # A resampled particle carries log vbar_a - stop_gradient(log vbar_a)
     # (zero in value; its gradient is the score of the ancestor choice) plus
     # log sum(v) - log N - log eta_a; one that was not resampled carries log W.
     log_n = numpy.log(n_particles)
-    log_carried = gathered + numpy.where(resample[:, None], -reference - log_n, 0.0)
+    carried_offsets = numpy.where(resample[:, None], -reference - log_n, 0.0)
+    return _Resampled(resample, ancestors, rows, reference, carried_offsets)
+
+
+def _log_resampling_weights(log_weights, log_eta):
+    """Return ``log vbar = log(W eta / sum(W eta))`` and ``log sum(W eta)``.
+
+    Without first-stage weights ``vbar = W``, normalised already (the total is
+    None). Traced when its arguments are.
+    """
+    if log_eta is None:
+        return log_weights, None
+    log_v = log_weights + log_eta
+    log_total = logsumexp(log_v, axis=1, keepdims=True)
+    return log_v - log_total, log_total
+
+
+def _carried_log_weights(log_weights, log_eta, resampled):
+    """Return the log-weight each new particle carries into the step, (B, N)."""
+    shape = numpy.shape(log_weights)
+    log_resampling, log_total = _log_resampling_weights(log_weights, log_eta)
+    gathered = np.reshape(
+        take_rows(np.reshape(log_resampling, (-1,)), resampled.rows), shape
+    )
+    log_carried = gathered + resampled.offsets
     if log_eta is not None:
-        eta_rows = take_rows(np.reshape(log_eta, (-1,)), rows)
-        log_carried = (
-            log_carried + log_total - np.reshape(eta_rows, (n_series, n_particles))
-        )
-    return _Resampled(resample, ancestors, rows, reference, log_carried)
+        eta_rows = take_rows(np.reshape(log_eta, (-1,)), resampled.rows)
+        log_carried = log_carried + log_total - np.reshape(eta_rows, shape)
+    return log_carried
+
+
+def _propose_and_weigh(step, model, particles, log_weights, log_eta, resampled, rng):
+    """Return the whole step from a proposal that does it at once, or None.
+
+    A proposal may offer ``propose_and_weigh(model, context, y, offsets, rng)``
+    (see the module docstring): the fused learned filter computes the step's
+    new particles, their normalised log-weights and the increment as one
+    autograd primitive, with the same values as :func:`_propose` and
+    :func:`_weigh`. It is asked only where the step is the plain case: every
+    series complete and using it, no first-stage weights.
+    """
+    method = getattr(step.proposal, "propose_and_weigh", None)
+    if method is None or log_eta is not None or not step.complete:
+        return None
+    context = PreviousCloud(
+        particles, log_weights, resampled.rows, None, numpy.shape(log_weights)[0]
+    )
+    return method(model, context, step.y_rows, resampled.offsets, rng)
 
 
 def _propose(step, model, particles, log_weights, log_eta, rows, rng):
@@ -660,13 +705,20 @@ default="systematic"
         resampled = _resample(
             log_weights, log_eta, scheme, ess_threshold, rng, frozen_step
         )
-        new_particles, log_ratio = _propose(
-            step, model, particles, log_weights, log_eta, resampled.rows, rng
+        weighed = _propose_and_weigh(
+            step, model, particles, log_weights, log_eta, resampled, rng
         )
-        particles = new_particles
-        log_weights, increment = _weigh(
-            step, model, particles, resampled.log_carried, log_ratio
-        )
+        if weighed is not None:
+            particles, log_weights, increment = weighed
+        else:
+            log_carried = _carried_log_weights(log_weights, log_eta, resampled)
+            new_particles, log_ratio = _propose(
+                step, model, particles, log_weights, log_eta, resampled.rows, rng
+            )
+            particles = new_particles
+            log_weights, increment = _weigh(
+                step, model, particles, log_carried, log_ratio
+            )
         if isbox(increment):
             traced_increments.append((t, increment))
         increment_values[:, t] = getval(increment)[:, 0]

@@ -46,11 +46,16 @@ from .networks import (
     standardize,
     standardize_vjp,
 )
-from .observations import LinearGaussianObservation
+from .observations import (
+    LinearGaussianObservation,
+    _linear_gaussian_log_density,
+    _linear_gaussian_log_density_vjp,
+)
 
 __all__ = [
     "KeptIntermediates",
     "StepConfig",
+    "learned_filter_step",
     "learned_proposal_step",
     "take_block",
     "take_rows",
@@ -293,107 +298,253 @@ def learned_proposal_step(particles, rows, y, uniforms, noise, config, *arrays):
     return numpy.concatenate([values["x"], values["log_ratio"][:, None]], axis=1)
 
 
+def _step_backward(x_prev, y, noise, config, arrays, v, d_x, d_ratio, which):
+    """Back-propagate through the proposal step ``_forward`` computed as ``v``.
+
+    ``d_x`` and ``d_ratio`` are the gradients of the new particles and of the
+    log ratio; ``which`` is ``(transition, proposal)``: whether each network's
+    weight gradients are wanted. Returns the gradient of ``x_prev`` and the list
+    of the weights' gradients (None where not wanted).
+    """
+    observation = config.observation
+    f_activations, f_means, f_sigmoid, f_weights = v["f"]
+    q_activations, q_means, q_sigmoid = v["q"]
+    f_scales = _scales(config.transition_head, f_sigmoid)
+    q_scales = _scales(config.proposal_head, q_sigmoid)
+    components = v["components"]
+    rows_of_x = numpy.arange(len(components))
+
+    # log_ratio = log f(x) - log pi(x).
+    f_dx, d_f_logits, d_f_means, d_f_scales = _density_backward(
+        v["x"], f_means, f_scales, v["f_density"], d_ratio
+    )
+    q_dx, d_q_logits, d_q_means, d_q_scales = _density_backward(
+        v["x"], q_means, q_scales, v["q_density"], -d_ratio
+    )
+    d_x = d_x + f_dx
+    d_x += q_dx
+    # x = q_means_c + q_scales_c noise, c the chosen component.
+    d_q_means[rows_of_x, components] += d_x
+    d_q_scales[rows_of_x, components] += d_x * noise
+    # The proposal network and its head, centred on the transition's mean.
+    d_centre = numpy.sum(d_q_means, axis=1)
+    proposal_gradients, d_inputs = _network_backward(
+        arrays[config.n_transition_arrays :],
+        q_activations,
+        _head_backward(
+            config.proposal_head, q_sigmoid, d_q_logits, d_q_means, d_q_scales
+        ),
+        weights=which[1],
+    )
+    n_inputs = input_width(config.input_stats)
+    d_standardized = d_inputs[:, :n_inputs]
+    # innovation = (y - h(centre)) / noise_scale, zero where y is missing.
+    d_predicted = -d_inputs[:, n_inputs:] / observation.noise_scale
+    observed = ~numpy.isnan(y)
+    if not observed.all():
+        d_predicted = numpy.where(observed, d_predicted, 0.0)
+    if isinstance(observation, LinearGaussianObservation):
+        d_centre = d_centre + d_predicted @ observation.observation_matrix
+    else:
+        observation_vjp, _ = make_vjp(observation.mean)(v["centre"])
+        d_centre = d_centre + observation_vjp(d_predicted)
+    # centre = sum_k w_k f_means_k, w = softmax(f_logits).
+    d_f_means = d_f_means + f_weights[:, :, None] * d_centre[:, None, :]
+    d_f_logits = d_f_logits + f_weights * (
+        numpy.einsum("nkd,nd->nk", f_means, d_centre)
+        - numpy.sum(d_centre * v["centre"], axis=1, keepdims=True)
+    )
+    # f_means = x_prev + increments; the transition network and its head.
+    d_x_prev = numpy.sum(d_f_means, axis=1)
+    transition_gradients, d_inputs = _network_backward(
+        arrays[: config.n_transition_arrays],
+        f_activations,
+        _head_backward(
+            config.transition_head, f_sigmoid, d_f_logits, d_f_means, d_f_scales
+        ),
+        weights=which[0],
+    )
+    d_standardized = d_standardized + d_inputs
+    d_x_prev = d_x_prev + standardize_vjp(x_prev, config.input_stats, d_standardized)
+    return d_x_prev, transition_gradients + proposal_gradients
+
+
+def _wanted_networks(argnums, first_array, config):
+    """Which networks' weight gradients the requested ``argnums`` need."""
+    first_proposal = first_array + config.n_transition_arrays
+    return (
+        any(first_array <= argnum < first_proposal for argnum in argnums),
+        any(argnum >= first_proposal for argnum in argnums),
+    )
+
+
+def _pick_gradients(name, argnums, gradients):
+    """Return ``gradients[argnum]`` for every requested argument, in order."""
+    for argnum in argnums:
+        if argnum not in gradients:
+            raise ValueError(
+                f"{name} is differentiable in the particles, the log-weights and "
+                f"the network weights only, not in argument {argnum}."
+            )
+    return tuple(gradients[argnum] for argnum in argnums)
+
+
+def _intermediates(config, x_prev, y, uniforms, noise, arrays):
+    """Return the step's forward values: those it kept, or recomputed."""
+    v = None if config.kept is None else config.kept.take()
+    if v is None:
+        v = _forward(x_prev, y, uniforms, noise, config, arrays)
+    return v
+
+
 def _learned_step_vjp(argnums, result, args, kwargs):
     """VJP of :func:`learned_proposal_step`: the forward pass, recomputed, reversed.
 
     Holds only the arguments: the intermediates (both networks' activations and
     outputs, both mixtures) are recomputed when the backward pass reaches this
-    step, which costs one more forward pass of the step and saves keeping them
-    for the whole series.
+    step, unless the forward pass kept them (``config.kept``).
     """
     particles, rows, y, uniforms, noise, config = args[:6]
     arrays = args[6:]
-    first_proposal = 6 + config.n_transition_arrays
-    transition_weights = any(6 <= argnum < first_proposal for argnum in argnums)
-    proposal_weights = any(argnum >= first_proposal for argnum in argnums)
+    which = _wanted_networks(argnums, 6, config)
 
     def vjp(upstream):
         x_prev = particles[rows]
-        v = None if config.kept is None else config.kept.take()
-        if v is None:
-            v = _forward(x_prev, y, uniforms, noise, config, arrays)
-        observation = config.observation
-        f_activations, f_means, f_sigmoid, f_weights = v["f"]
-        q_activations, q_means, q_sigmoid = v["q"]
-        f_scales = _scales(config.transition_head, f_sigmoid)
-        q_scales = _scales(config.proposal_head, q_sigmoid)
+        v = _intermediates(config, x_prev, y, uniforms, noise, arrays)
         n_states = x_prev.shape[1]
-        d_x = upstream[:, :n_states]
-        d_ratio = upstream[:, n_states]
-        components = v["components"]
-        rows_of_x = numpy.arange(len(components))
-
-        # log_ratio = log f(x) - log pi(x).
-        f_dx, d_f_logits, d_f_means, d_f_scales = _density_backward(
-            v["x"], f_means, f_scales, v["f_density"], d_ratio
+        d_x_prev, weight_gradients = _step_backward(
+            x_prev,
+            y,
+            noise,
+            config,
+            arrays,
+            v,
+            upstream[:, :n_states],
+            upstream[:, n_states],
+            which,
         )
-        q_dx, d_q_logits, d_q_means, d_q_scales = _density_backward(
-            v["x"], q_means, q_scales, v["q_density"], -d_ratio
-        )
-        d_x = d_x + f_dx
-        d_x += q_dx
-        # x = q_means_c + q_scales_c noise, c the chosen component.
-        d_q_means[rows_of_x, components] += d_x
-        d_q_scales[rows_of_x, components] += d_x * noise
-        # The proposal network and its head, centred on the transition's mean.
-        d_centre = numpy.sum(d_q_means, axis=1)
-        proposal_gradients, d_inputs = _network_backward(
-            arrays[config.n_transition_arrays :],
-            q_activations,
-            _head_backward(
-                config.proposal_head, q_sigmoid, d_q_logits, d_q_means, d_q_scales
-            ),
-            weights=proposal_weights,
-        )
-        n_inputs = input_width(config.input_stats)
-        d_standardized = d_inputs[:, :n_inputs]
-        # innovation = (y - h(centre)) / noise_scale, zero where y is missing.
-        d_predicted = -d_inputs[:, n_inputs:] / observation.noise_scale
-        observed = ~numpy.isnan(y)
-        if not observed.all():
-            d_predicted = numpy.where(observed, d_predicted, 0.0)
-        if isinstance(observation, LinearGaussianObservation):
-            d_centre = d_centre + d_predicted @ observation.observation_matrix
-        else:
-            observation_vjp, _ = make_vjp(observation.mean)(v["centre"])
-            d_centre = d_centre + observation_vjp(d_predicted)
-        # centre = sum_k w_k f_means_k, w = softmax(f_logits).
-        d_f_means = d_f_means + f_weights[:, :, None] * d_centre[:, None, :]
-        d_f_logits = d_f_logits + f_weights * (
-            numpy.einsum("nkd,nd->nk", f_means, d_centre)
-            - numpy.sum(d_centre * v["centre"], axis=1, keepdims=True)
-        )
-        # f_means = x_prev + increments; the transition network and its head.
-        d_x_prev = numpy.sum(d_f_means, axis=1)
-        transition_gradients, d_inputs = _network_backward(
-            arrays[: config.n_transition_arrays],
-            f_activations,
-            _head_backward(
-                config.transition_head, f_sigmoid, d_f_logits, d_f_means, d_f_scales
-            ),
-            weights=transition_weights,
-        )
-        d_standardized = d_standardized + d_inputs
-        d_x_prev = d_x_prev + standardize_vjp(
-            x_prev, config.input_stats, d_standardized
-        )
-        gradients = {}
+        gradients = dict(enumerate(weight_gradients, start=6))
         if 0 in argnums:
             gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))
-        for index, gradient in enumerate(transition_gradients + proposal_gradients):
-            gradients[6 + index] = gradient
-        for argnum in argnums:
-            if argnum not in gradients:
-                raise ValueError(
-                    "learned_proposal_step is differentiable in particles and the "
-                    f"network weights only, not in argument {argnum}."
-                )
-        return tuple(gradients[argnum] for argnum in argnums)
+        return _pick_gradients("learned_proposal_step", argnums, gradients)
 
     return vjp
 
 
 defvjp_argnums(learned_proposal_step, _learned_step_vjp)
+
+
+def _observation_log_density(observation, x, y):
+    """``log g(y | x)`` on values (no missing entry), as the filter computes it."""
+    if isinstance(observation, LinearGaussianObservation):
+        return _linear_gaussian_log_density.fun(x, y, observation)
+    return observation.log_density(x, y)
+
+
+def _observation_gradient(observation, x, y, log_density, upstream):
+    """``upstream * d log g(y | x) / dx``, row by row."""
+    if isinstance(observation, LinearGaussianObservation):
+        return _linear_gaussian_log_density_vjp(log_density, x, y, observation)(
+            upstream
+        )
+    return make_vjp(lambda states: observation.log_density(states, y))(x)[0](upstream)
+
+
+@primitive
+def learned_filter_step(
+    particles, log_weights, rows, offsets, y, uniforms, noise, config, *arrays
+):
+    """Run a whole step of the learned filter: propose, weigh, normalise.
+
+    :func:`learned_proposal_step` followed by what
+    :func:`statemix_sk.filtering.particle_filter` does with its result where
+    every entry of ``y`` is observed: the carried log-weights (the parents'
+    normalised ``log W`` plus ``offsets``, which hold the stop-gradient
+    resampling terms), plus the log ratio and ``log g(y | x)``, normalised per
+    series. The same operations in the same order, so the same values; one
+    primitive instead of about fifteen, whose autograd bookkeeping was a large
+    part of a step's cost at N = 100.
+
+    Parameters
+    ----------
+    particles : array of shape (B * N, n_states)
+        The previous particle cloud.
+    log_weights : array of shape (B, N)
+        Its normalised log-weights.
+    rows : ndarray of int of shape (B * N,)
+        The parents' rows (see :func:`learned_proposal_step`).
+    offsets : ndarray of shape (B, N)
+        Constants added to each parent's log-weight: ``-log vbar_a - log N``
+        where the series resampled, 0 where it did not.
+    y, uniforms, noise, config, *arrays
+        As for :func:`learned_proposal_step`.
+
+    Returns
+    -------
+    step : array of shape (B * N, n_states + 2)
+        The new particles, their normalised log-weights, and in the last column
+        the series' log-likelihood increment (the same in every row of a series).
+    """
+    values = _forward(particles[rows], y, uniforms, noise, config, arrays)
+    if config.kept is not None:
+        config.kept.keep(values)
+    shape = numpy.shape(offsets)
+    x = values["x"]
+    log_w = numpy.reshape(numpy.ravel(log_weights)[rows], shape) + offsets
+    log_w = log_w + numpy.reshape(values["log_ratio"], shape)
+    log_density = _observation_log_density(config.observation, x, y)
+    log_w = log_w + numpy.reshape(log_density, shape)
+    increment = logsumexp.fun(log_w, axis=1, keepdims=True)
+    n_states = x.shape[1]
+    step = numpy.empty((len(rows), n_states + 2))
+    step[:, :n_states] = x
+    step[:, n_states] = numpy.ravel(log_w - increment)
+    step[:, n_states + 1] = numpy.repeat(numpy.ravel(increment), shape[1])
+    return step
+
+
+def _learned_filter_step_vjp(argnums, result, args, kwargs):
+    """VJP of :func:`learned_filter_step` (see :func:`_learned_step_vjp`)."""
+    particles, log_weights, rows, offsets, y, uniforms, noise, config = args[:8]
+    arrays = args[8:]
+    which = _wanted_networks(argnums, 8, config)
+
+    def vjp(upstream):
+        x_prev = particles[rows]
+        v = _intermediates(config, x_prev, y, uniforms, noise, arrays)
+        shape = numpy.shape(offsets)
+        n_states = x_prev.shape[1]
+        # log W = log w - logsumexp(log w) per series, and the increment is
+        # that logsumexp: d log w = dW + W (d increment - sum dW).
+        normalised = numpy.exp(numpy.reshape(result[:, n_states], shape))
+        d_normalised = numpy.reshape(upstream[:, n_states], shape)
+        d_increment = numpy.sum(
+            numpy.reshape(upstream[:, n_states + 1], shape), axis=1, keepdims=True
+        )
+        d_log_w = d_normalised + normalised * (
+            d_increment - numpy.sum(d_normalised, axis=1, keepdims=True)
+        )
+        d_rows = numpy.ravel(d_log_w)
+        x = result[:, :n_states]
+        d_x = upstream[:, :n_states] + _observation_gradient(
+            config.observation, x, y, None, d_rows
+        )
+        d_x_prev, weight_gradients = _step_backward(
+            x_prev, y, noise, config, arrays, v, d_x, d_rows, which
+        )
+        gradients = dict(enumerate(weight_gradients, start=8))
+        if 0 in argnums:
+            gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))
+        if 1 in argnums:
+            gradients[1] = numpy.reshape(
+                _add_rows(d_rows, rows, (len(rows),)), numpy.shape(log_weights)
+            )
+        return _pick_gradients("learned_filter_step", argnums, gradients)
+
+    return vjp
+
+
+defvjp_argnums(learned_filter_step, _learned_filter_step_vjp)
 
 
 @primitive

@@ -35,6 +35,7 @@ from ._utils import check_scale, logsumexp
 from .fused import (
     KeptIntermediates,
     StepConfig,
+    learned_filter_step,
     learned_proposal_step,
     scaled_innovation,
     take_block,
@@ -417,6 +418,33 @@ class MixtureProposal:
             log_transition = mixture_log_density(transition, x)
         return x, log_transition - mixture_log_density(proposal, x)
 
+    def propose_and_weigh(self, model, context, y, offsets, rng):
+        """Run the whole filter step as one primitive (None: it cannot be fused).
+
+        See :func:`statemix_sk.fused.learned_filter_step`: the same random draws
+        and values as :meth:`propose` followed by the filter's weighing. Returns
+        the new particles (B * N, n_states), their normalised log-weights (B, N)
+        and the log-likelihood increments (B, 1).
+        """
+        if not self._fuses(model):
+            return None
+        n_series, n_particles = numpy.shape(offsets)
+        step = self._fused_call(
+            learned_filter_step,
+            model,
+            (context.particles, context.log_weights, context.ancestors, offsets),
+            y,
+            rng,
+        )
+        n_states = model.n_states
+        return (
+            take_block(step, (slice(None), slice(0, n_states))),
+            np.reshape(take_block(step, (slice(None), n_states)), (n_series, -1)),
+            take_block(
+                step, (slice(None, None, n_particles), slice(n_states + 1, None))
+            ),
+        )
+
     def _fuses(self, model):
         return (
             self.fused
@@ -430,13 +458,28 @@ class MixtureProposal:
 
         Same random draws, values and gradients as the composition.
         """
-        n_items = len(rows)
+        step = self._fused_call(learned_proposal_step, model, (particles, rows), y, rng)
         n_states = model.n_states
+        return (
+            take_block(step, (slice(None), slice(0, n_states))),
+            take_block(step, (slice(None), n_states)),
+        )
+
+    def _fused_call(self, step_function, model, leading, y, rng):
+        """Call a fused step primitive with this step's draws and the weights.
+
+        ``leading`` are its arguments before ``y``: the previous cloud, with or
+        without its log-weights, and the parents' rows (one per new particle)
+        and then, or not, the carried offsets.
+        """
+        n_items = len(y)
         # The order of draws of mixtures.draw_mixture_noise.
         uniforms = rng.random(n_items)
-        noise = rng.standard_normal((n_items, n_states))
+        noise = rng.standard_normal((n_items, model.n_states))
         arrays = [*model.params["arrays"], *self.params["arrays"]]
-        traced = isbox(particles) or any(isbox(array) for array in arrays)
+        traced = any(isbox(value) for value in leading) or any(
+            isbox(array) for array in arrays
+        )
         kept = None
         if traced and self._held_bytes[0] < self.cache_bytes:
             kept = KeptIntermediates()
@@ -448,9 +491,8 @@ class MixtureProposal:
             len(model.params["arrays"]),
             kept,
         )
-        step = learned_proposal_step(
-            particles,
-            rows,
+        step = step_function(
+            *leading,
             numpy.asarray(y, dtype=float),
             uniforms,
             noise,
@@ -460,10 +502,7 @@ class MixtureProposal:
         if kept is not None:
             self._held_bytes[0] += kept.nbytes
             weakref.finalize(kept, _release, self._held_bytes, kept.nbytes)
-        return (
-            take_block(step, (slice(None), slice(0, n_states))),
-            take_block(step, (slice(None), n_states)),
-        )
+        return step
 
 
 class StateMixSpec(NamedTuple):

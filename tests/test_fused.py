@@ -39,6 +39,7 @@ from statemix_sk.fused import (
     KeptIntermediates,
     StepConfig,
     _add_rows,
+    learned_filter_step,
     learned_proposal_step,
     take_block,
     take_rows,
@@ -244,11 +245,19 @@ def _run_filter(build, params, Y, **filter_kwargs):
         )
         return anp.sum(seen["result"].log_likelihood)
 
-    with mock.patch.object(
-        learned, "learned_proposal_step", wraps=learned_proposal_step
-    ) as step:
+    # A step calls one of the two fused primitives: the whole filter step where
+    # every entry is observed, the proposal step alone where some are missing.
+    with (
+        mock.patch.object(
+            learned, "learned_proposal_step", wraps=learned_proposal_step
+        ) as proposal_step,
+        mock.patch.object(
+            learned, "learned_filter_step", wraps=learned_filter_step
+        ) as filter_step,
+    ):
         value, gradient = value_and_grad(log_likelihood)(params)
-    return FilterRun(value, gradient, seen["result"], step.call_count, seen["fuses"])
+    calls = proposal_step.call_count + filter_step.call_count
+    return FilterRun(value, gradient, seen["result"], calls, seen["fuses"])
 
 
 def _assert_gradients_agree(fast, reference):
