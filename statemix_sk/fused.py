@@ -214,8 +214,12 @@ def scaled_innovation(y, predicted, noise_scale):
     return anp.where(observed, (filled - predicted) / noise_scale, 0.0)
 
 
-def _forward(x_prev, y, uniforms, noise, config, arrays):
-    """Run the whole step on values; return what the backward pass needs."""
+def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
+    """Run the whole step on values; return the sample and what the backward needs.
+
+    Given ``x`` (the backward pass recomputing a step whose sample it knows),
+    the sample is not redrawn and ``noise`` is not needed.
+    """
     transition_arrays = arrays[: config.n_transition_arrays]
     proposal_arrays = arrays[config.n_transition_arrays :]
     stats, observation = config.input_stats, config.observation
@@ -236,31 +240,52 @@ def _forward(x_prev, y, uniforms, noise, config, arrays):
     )
     q_log_weights = log_softmax(q_logits)
     components = components_from_weights(numpy.exp(q_log_weights), uniforms)
-    # x = means[c] + scales[c] * noise, as the one-hot sum of
-    # mixtures.transform_mixture_noise gives it (the other terms add zeros).
     rows = numpy.arange(len(components))
     q_scales = _scales(config.proposal_head, q_sigmoid)
-    x = q_scales[rows, components]
-    x *= noise
-    x += q_means[rows, components]
+    if x is None:
+        # x = means[c] + scales[c] * noise, as the one-hot sum of
+        # mixtures.transform_mixture_noise gives it (the other terms add zeros).
+        x = q_scales[rows, components]
+        x *= noise
+        x += q_means[rows, components]
     f_scales = _scales(config.transition_head, f_sigmoid)
     _, _, f_joint = _diag_terms(x, f_logits, f_means, f_scales, f_log_weights)
     _, _, q_joint = _diag_terms(x, q_logits, q_means, q_scales, q_log_weights)
     f_log_density = logsumexp.fun(f_joint, axis=-1)
     q_log_density = logsumexp.fun(q_joint, axis=-1)
-    # What the backward pass needs, less what is cheap to redo from it (the
-    # scales from their sigmoids, z from x, the means and the scales): the
-    # steps of a demo-sized fit then fit in MixtureProposal's default budget.
-    return {
-        "f": (f_activations, f_means, f_sigmoid, f_weights),
+    # What the backward pass needs, less what is cheap to redo from it: the
+    # scales from their sigmoids, z from x, the means from the last hidden
+    # layer (one small product; see _means), the mixture mean from them, the
+    # transition network's input from the proposal network's, the sample from
+    # the step's result, the noise from the sample. About 2.5 kB per particle
+    # at d = 20, S = 3, 32-32, so that MixtureProposal's default budget keeps
+    # every step of a 100-step series of 1000 particles.
+    kept = {
+        "f": (f_activations[1:], f_sigmoid, f_weights),
         "f_density": (f_log_weights, f_joint, f_log_density),
-        "centre": centre,
-        "q": (q_activations, q_means, q_sigmoid),
+        "q": (q_activations, q_sigmoid),
         "q_density": (q_log_weights, q_joint, q_log_density),
         "components": components,
-        "x": x,
-        "log_ratio": f_log_density - q_log_density,
     }
+    return x, f_log_density - q_log_density, kept
+
+
+def _means(head, arrays, activations, reference):
+    """Recompute a mixture's means from its network's last hidden layer.
+
+    Only the output columns of the means: ``reference + location_scale *
+    (h_L W[:, cols] + b[cols] + inputs @ linear[:, cols])``, the operations of
+    the forward pass on fewer columns.
+    """
+    S, d = head.n_components, head.n_dims
+    columns = slice(S, S + S * d)
+    increments = activations[-1] @ arrays[-3][:, columns]
+    increments += arrays[-2][columns]
+    increments += numpy.dot(activations[0], arrays[-1][:, columns])
+    means = numpy.reshape(increments, (len(reference), S, d))
+    means *= head.location_scale
+    means += reference[:, None, :]
+    return means
 
 
 @primitive
@@ -292,34 +317,46 @@ def learned_proposal_step(particles, rows, y, uniforms, noise, config, *arrays):
         The new particles in the first ``n_states`` columns, the log ratio of the
         transition and proposal densities at them in the last.
     """
-    values = _forward(particles[rows], y, uniforms, noise, config, arrays)
+    x, log_ratio, kept = _forward(particles[rows], y, uniforms, noise, config, arrays)
     if config.kept is not None:
-        config.kept.keep(values)
-    return numpy.concatenate([values["x"], values["log_ratio"][:, None]], axis=1)
+        config.kept.keep(kept)
+    return numpy.concatenate([x, log_ratio[:, None]], axis=1)
 
 
-def _step_backward(x_prev, y, noise, config, arrays, v, d_x, d_ratio, which):
-    """Back-propagate through the proposal step ``_forward`` computed as ``v``.
+def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
+    """Back-propagate through the proposal step ``_forward`` that kept ``v``.
 
-    ``d_x`` and ``d_ratio`` are the gradients of the new particles and of the
-    log ratio; ``which`` is ``(transition, proposal)``: whether each network's
-    weight gradients are wanted. Returns the gradient of ``x_prev`` and the list
-    of the weights' gradients (None where not wanted).
+    ``x`` is the step's sample; ``d_x`` and ``d_ratio`` are the gradients of
+    the new particles and of the log ratio; ``which`` is ``(transition,
+    proposal)``: whether each network's weight gradients are wanted. Returns
+    the gradient of ``x_prev`` and the list of the weights' gradients (None
+    where not wanted).
     """
     observation = config.observation
-    f_activations, f_means, f_sigmoid, f_weights = v["f"]
-    q_activations, q_means, q_sigmoid = v["q"]
+    transition_arrays = arrays[: config.n_transition_arrays]
+    proposal_arrays = arrays[config.n_transition_arrays :]
+    q_activations, q_sigmoid = v["q"]
+    # The transition network's input is the first columns of the proposal's.
+    n_inputs = input_width(config.input_stats)
+    f_hidden, f_sigmoid, f_weights = v["f"]
+    f_activations = [q_activations[0][:, :n_inputs], *f_hidden]
+    f_means = _means(config.transition_head, transition_arrays, f_activations, x_prev)
+    centre = numpy.sum(f_weights[:, :, None] * f_means, axis=1)
+    q_means = _means(config.proposal_head, proposal_arrays, q_activations, centre)
     f_scales = _scales(config.transition_head, f_sigmoid)
     q_scales = _scales(config.proposal_head, q_sigmoid)
     components = v["components"]
     rows_of_x = numpy.arange(len(components))
+    # The standard normal draws, from x = q_means_c + q_scales_c noise.
+    noise = x - q_means[rows_of_x, components]
+    noise /= q_scales[rows_of_x, components]
 
     # log_ratio = log f(x) - log pi(x).
     f_dx, d_f_logits, d_f_means, d_f_scales = _density_backward(
-        v["x"], f_means, f_scales, v["f_density"], d_ratio
+        x, f_means, f_scales, v["f_density"], d_ratio
     )
     q_dx, d_q_logits, d_q_means, d_q_scales = _density_backward(
-        v["x"], q_means, q_scales, v["q_density"], -d_ratio
+        x, q_means, q_scales, v["q_density"], -d_ratio
     )
     d_x = d_x + f_dx
     d_x += q_dx
@@ -336,7 +373,6 @@ def _step_backward(x_prev, y, noise, config, arrays, v, d_x, d_ratio, which):
         ),
         weights=which[1],
     )
-    n_inputs = input_width(config.input_stats)
     d_standardized = d_inputs[:, :n_inputs]
     # innovation = (y - h(centre)) / noise_scale, zero where y is missing.
     d_predicted = -d_inputs[:, n_inputs:] / observation.noise_scale
@@ -346,13 +382,13 @@ def _step_backward(x_prev, y, noise, config, arrays, v, d_x, d_ratio, which):
     if isinstance(observation, LinearGaussianObservation):
         d_centre = d_centre + d_predicted @ observation.observation_matrix
     else:
-        observation_vjp, _ = make_vjp(observation.mean)(v["centre"])
+        observation_vjp, _ = make_vjp(observation.mean)(centre)
         d_centre = d_centre + observation_vjp(d_predicted)
     # centre = sum_k w_k f_means_k, w = softmax(f_logits).
     d_f_means = d_f_means + f_weights[:, :, None] * d_centre[:, None, :]
     d_f_logits = d_f_logits + f_weights * (
         numpy.einsum("nkd,nd->nk", f_means, d_centre)
-        - numpy.sum(d_centre * v["centre"], axis=1, keepdims=True)
+        - numpy.sum(d_centre * centre, axis=1, keepdims=True)
     )
     # f_means = x_prev + increments; the transition network and its head.
     d_x_prev = numpy.sum(d_f_means, axis=1)
@@ -389,33 +425,35 @@ def _pick_gradients(name, argnums, gradients):
     return tuple(gradients[argnum] for argnum in argnums)
 
 
-def _intermediates(config, x_prev, y, uniforms, noise, arrays):
-    """Return the step's forward values: those it kept, or recomputed."""
-    v = None if config.kept is None else config.kept.take()
-    if v is None:
-        v = _forward(x_prev, y, uniforms, noise, config, arrays)
-    return v
+def _intermediates(config, x_prev, x, y, uniforms, arrays):
+    """Return what the step's forward pass kept, or recompute it (given ``x``)."""
+    kept = None if config.kept is None else config.kept.take()
+    if kept is None:
+        kept = _forward(x_prev, y, uniforms, None, config, arrays, x=x)[2]
+    return kept
 
 
 def _learned_step_vjp(argnums, result, args, kwargs):
-    """VJP of :func:`learned_proposal_step`: the forward pass, recomputed, reversed.
+    """VJP of :func:`learned_proposal_step`: the forward pass, reversed.
 
-    Holds only the arguments: the intermediates (both networks' activations and
-    outputs, both mixtures) are recomputed when the backward pass reaches this
-    step, unless the forward pass kept them (``config.kept``).
+    The closure holds the arguments it needs, not the noise (the sample in
+    ``result`` gives it back): the intermediates (both networks' activations,
+    both mixtures) are those the forward pass kept (``config.kept``), or are
+    recomputed when the backward pass reaches this step.
     """
-    particles, rows, y, uniforms, noise, config = args[:6]
+    particles, rows, y, uniforms, _, config = args[:6]
     arrays = args[6:]
     which = _wanted_networks(argnums, 6, config)
 
     def vjp(upstream):
         x_prev = particles[rows]
-        v = _intermediates(config, x_prev, y, uniforms, noise, arrays)
         n_states = x_prev.shape[1]
+        x = result[:, :n_states]
+        v = _intermediates(config, x_prev, x, y, uniforms, arrays)
         d_x_prev, weight_gradients = _step_backward(
             x_prev,
+            x,
             y,
-            noise,
             config,
             arrays,
             v,
@@ -435,18 +473,16 @@ defvjp_argnums(learned_proposal_step, _learned_step_vjp)
 
 
 def _observation_log_density(observation, x, y):
-    """``log g(y | x)`` on values (no missing entry), as the filter computes it."""
+    """Return ``log g(y | x)`` on values (no missing entry), as the filter does."""
     if isinstance(observation, LinearGaussianObservation):
         return _linear_gaussian_log_density.fun(x, y, observation)
     return observation.log_density(x, y)
 
 
-def _observation_gradient(observation, x, y, log_density, upstream):
-    """``upstream * d log g(y | x) / dx``, row by row."""
+def _observation_gradient(observation, x, y, upstream):
+    """Return ``upstream * d log g(y | x) / dx``, row by row."""
     if isinstance(observation, LinearGaussianObservation):
-        return _linear_gaussian_log_density_vjp(log_density, x, y, observation)(
-            upstream
-        )
+        return _linear_gaussian_log_density_vjp(None, x, y, observation)(upstream)
     return make_vjp(lambda states: observation.log_density(states, y))(x)[0](upstream)
 
 
@@ -485,13 +521,12 @@ def learned_filter_step(
         The new particles, their normalised log-weights, and in the last column
         the series' log-likelihood increment (the same in every row of a series).
     """
-    values = _forward(particles[rows], y, uniforms, noise, config, arrays)
+    x, log_ratio, kept = _forward(particles[rows], y, uniforms, noise, config, arrays)
     if config.kept is not None:
-        config.kept.keep(values)
+        config.kept.keep(kept)
     shape = numpy.shape(offsets)
-    x = values["x"]
     log_w = numpy.reshape(numpy.ravel(log_weights)[rows], shape) + offsets
-    log_w = log_w + numpy.reshape(values["log_ratio"], shape)
+    log_w = log_w + numpy.reshape(log_ratio, shape)
     log_density = _observation_log_density(config.observation, x, y)
     log_w = log_w + numpy.reshape(log_density, shape)
     increment = logsumexp.fun(log_w, axis=1, keepdims=True)
@@ -505,15 +540,16 @@ def learned_filter_step(
 
 def _learned_filter_step_vjp(argnums, result, args, kwargs):
     """VJP of :func:`learned_filter_step` (see :func:`_learned_step_vjp`)."""
-    particles, log_weights, rows, offsets, y, uniforms, noise, config = args[:8]
+    particles, log_weights, rows, offsets, y, uniforms, _, config = args[:8]
     arrays = args[8:]
     which = _wanted_networks(argnums, 8, config)
 
     def vjp(upstream):
         x_prev = particles[rows]
-        v = _intermediates(config, x_prev, y, uniforms, noise, arrays)
-        shape = numpy.shape(offsets)
         n_states = x_prev.shape[1]
+        x = result[:, :n_states]
+        v = _intermediates(config, x_prev, x, y, uniforms, arrays)
+        shape = numpy.shape(offsets)
         # log W = log w - logsumexp(log w) per series, and the increment is
         # that logsumexp: d log w = dW + W (d increment - sum dW).
         normalised = numpy.exp(numpy.reshape(result[:, n_states], shape))
@@ -525,12 +561,11 @@ def _learned_filter_step_vjp(argnums, result, args, kwargs):
             d_increment - numpy.sum(d_normalised, axis=1, keepdims=True)
         )
         d_rows = numpy.ravel(d_log_w)
-        x = result[:, :n_states]
         d_x = upstream[:, :n_states] + _observation_gradient(
-            config.observation, x, y, None, d_rows
+            config.observation, x, y, d_rows
         )
         d_x_prev, weight_gradients = _step_backward(
-            x_prev, y, noise, config, arrays, v, d_x, d_rows, which
+            x_prev, x, y, config, arrays, v, d_x, d_rows, which
         )
         gradients = dict(enumerate(weight_gradients, start=8))
         if 0 in argnums:
