@@ -74,7 +74,6 @@ from ._utils import (
     as_generator,
     check_observations,
     check_positive_int,
-    ess_from_log_weights,
     logsumexp,
 )
 from .fused import take_rows
@@ -560,7 +559,10 @@ def _summarise(particles, log_weights, resampled, return_particles):
     step = {
         "means": mean,
         "scales": numpy.sqrt(spread),
-        "ess": ess_from_log_weights(getval(log_weights)),
+        # 1 / sum(W**2) from the weights already at hand (normalised, but
+        # written as (sum W)**2 / sum(W**2), exact whatever their total).
+        "ess": numpy.square(numpy.add.reduce(weight_values, axis=1))
+        / numpy.add.reduce(numpy.square(weight_values), axis=1),
         "resampled": resampled.resample,
     }
     if return_particles:

@@ -472,16 +472,27 @@ def _learned_step_vjp(argnums, result, args, kwargs):
 defvjp_argnums(learned_proposal_step, _learned_step_vjp)
 
 
+def _fused_density(observation):
+    """Whether ``observation``'s density is the fused linear-Gaussian one.
+
+    Not for a subclass that redefines ``log_density``: the filter uses its own.
+    """
+    return (
+        isinstance(observation, LinearGaussianObservation)
+        and type(observation).log_density is LinearGaussianObservation.log_density
+    )
+
+
 def _observation_log_density(observation, x, y):
     """Return ``log g(y | x)`` on values (no missing entry), as the filter does."""
-    if isinstance(observation, LinearGaussianObservation):
+    if _fused_density(observation):
         return _linear_gaussian_log_density.fun(x, y, observation)
     return observation.log_density(x, y)
 
 
 def _observation_gradient(observation, x, y, upstream):
     """Return ``upstream * d log g(y | x) / dx``, row by row."""
-    if isinstance(observation, LinearGaussianObservation):
+    if _fused_density(observation):
         return _linear_gaussian_log_density_vjp(None, x, y, observation)(upstream)
     return make_vjp(lambda states: observation.log_density(states, y))(x)[0](upstream)
 

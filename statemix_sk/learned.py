@@ -247,7 +247,7 @@ def periodic_coordinates(observation, probes):
     return numpy.array(found, dtype=int)
 
 
-DEFAULT_CACHE_BYTES = 128 * 2**20
+DEFAULT_CACHE_BYTES = 256 * 2**20
 """Default memory for the fused step's kept intermediates (see MixtureProposal)."""
 
 
@@ -349,7 +349,7 @@ class MixtureProposal:
         and diagonal heads. False composes it from autograd primitives, the
         reference the fused step is tested against; both give the same values,
         gradients and random draws.
-    cache_bytes : int, default=128 MiB
+    cache_bytes : int, default=256 MiB
         Memory in which the fused step holds, under autograd, each step's
         intermediates for the backward pass instead of recomputing them there
         (recomputing costs about a third of a value-and-gradient). Counted over
