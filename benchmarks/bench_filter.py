@@ -263,9 +263,11 @@ def _mixture_log_density(logits, means, scales, x):
     """Log-density of ``x[i]`` under mixture ``i``, shape (n,)."""
     log_mix = _log_mixture_weights(logits)
     z = (x[:, None, :] - means) / scales
+    # The log-determinant as the library computes it (mixtures._sum_log_scales):
+    # the log of the product of the scales, which stays in the normal range here.
     log_components = (
         -0.5 * np.sum(z**2, axis=-1)
-        - np.sum(np.log(scales), axis=-1)
+        - np.log(np.prod(scales, axis=-1))
         - 0.5 * x.shape[1] * LOG_2PI
     )
     return _logsumexp(log_mix + log_components)

@@ -37,6 +37,7 @@ from .mixtures import (
     _diag_terms,
     components_from_weights,
     log_softmax,
+    sum_components,
 )
 from .networks import (
     _mlp_activations,
@@ -231,7 +232,7 @@ def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
     f_log_weights = log_softmax(f_logits)
     # The transition's mixture mean, computed as learned._mixture_mean does.
     f_weights = numpy.exp(f_log_weights)
-    centre = numpy.sum(f_weights[:, :, None] * f_means, axis=1)
+    centre = sum_components(f_weights[:, :, None] * f_means)
     innovation = scaled_innovation(y, observation.mean(centre), observation.noise_scale)
     proposal_inputs = numpy.concatenate([standardized, innovation], axis=1)
     q_outputs, q_activations = _network_forward(proposal_arrays, proposal_inputs)
@@ -341,7 +342,7 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
     f_hidden, f_sigmoid, f_weights = v["f"]
     f_activations = [q_activations[0][:, :n_inputs], *f_hidden]
     f_means = _means(config.transition_head, transition_arrays, f_activations, x_prev)
-    centre = numpy.sum(f_weights[:, :, None] * f_means, axis=1)
+    centre = sum_components(f_weights[:, :, None] * f_means)
     q_means = _means(config.proposal_head, proposal_arrays, q_activations, centre)
     f_scales = _scales(config.transition_head, f_sigmoid)
     q_scales = _scales(config.proposal_head, q_sigmoid)
@@ -364,7 +365,7 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
     d_q_means[rows_of_x, components] += d_x
     d_q_scales[rows_of_x, components] += d_x * noise
     # The proposal network and its head, centred on the transition's mean.
-    d_centre = numpy.sum(d_q_means, axis=1)
+    d_centre = sum_components(d_q_means)
     proposal_gradients, d_inputs = _network_backward(
         arrays[config.n_transition_arrays :],
         q_activations,
@@ -391,7 +392,7 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
         - numpy.sum(d_centre * centre, axis=1, keepdims=True)
     )
     # f_means = x_prev + increments; the transition network and its head.
-    d_x_prev = numpy.sum(d_f_means, axis=1)
+    d_x_prev = sum_components(d_f_means)
     transition_gradients, d_inputs = _network_backward(
         arrays[: config.n_transition_arrays],
         f_activations,

@@ -105,6 +105,38 @@ def log_softmax(logits):
     return logits - total
 
 
+def sum_components(values):
+    """``numpy.sum(values, axis=1)`` for (n, S, ...) arrays, with the same bits.
+
+    Added slice by slice, in the order NumPy's reduction over a middle axis adds
+    them, at less than half its cost for a few components.
+    """
+    total = values[:, 0].copy()
+    for component in range(1, values.shape[1]):
+        total += values[:, component]
+    return total
+
+
+# Products of scales within these bounds are normal floats, so their logarithm
+# is as accurate as the sum of the scales' logarithms.
+_PRODUCT_RANGE = (1e-280, 1e280)
+
+
+def _sum_log_scales(scales):
+    """``sum(log(scales), axis=-1)``, as the log of the product where it is safe.
+
+    One logarithm per component instead of one per dimension (``log`` is most
+    of the density's cost); the sum of logarithms where the product would leave
+    the normal range. Both are accurate to a few rounding errors of the result.
+    """
+    product = numpy.multiply.reduce(scales, axis=-1)
+    if numpy.all(product > _PRODUCT_RANGE[0]) and numpy.all(
+        product < _PRODUCT_RANGE[1]
+    ):
+        return numpy.log(product)
+    return numpy.add.reduce(numpy.log(scales), axis=-1)
+
+
 def _diag_terms(x, logits, means, scales, log_weights=None):
     """Forward pass of the fused diagonal density, with what the VJP reuses.
 
@@ -117,7 +149,7 @@ def _diag_terms(x, logits, means, scales, log_weights=None):
     squares = numpy.sum(numpy.square(z), axis=-1)
     squares *= -0.5
     joint = log_weights + squares
-    joint -= numpy.sum(numpy.log(scales), axis=-1)
+    joint -= _sum_log_scales(scales)
     joint -= 0.5 * x.shape[-1] * _LOG_2PI
     return z, log_weights, joint
 
@@ -183,7 +215,7 @@ def _diag_density_gradients(z, log_weights, joint, log_density, scales, upstream
     weighted = (upstream[:, None] * responsibilities)[..., None]
     by_mean = weighted * z / scales
     return (
-        -numpy.sum(by_mean, axis=1),
+        -sum_components(by_mean),
         upstream[:, None] * (responsibilities - numpy.exp(log_weights)),
         by_mean,
         weighted * (z**2 - 1.0) / scales,
