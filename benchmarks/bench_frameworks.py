@@ -77,11 +77,13 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -91,7 +93,7 @@ from autograd import value_and_grad
 # bench_filter.py defines the problem, the library's filter and the reporting
 # helpers; it lives next to this script, which is not in a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_filter import (  # noqa: E402
+from bench_filter import (
     DATA_SEED,
     FILTER_SEED,
     LIBRARY_VALUE_AND_GRAD,
@@ -106,11 +108,11 @@ from bench_filter import (  # noqa: E402
     source_revision,
     thread_pools,
 )
-from bench_filter import build_problem as build_one_series_problem  # noqa: E402
+from bench_filter import build_problem as build_one_series_problem
 
-from statemix_sk.datasets import make_lorenz96  # noqa: E402
-from statemix_sk.filtering import particle_filter  # noqa: E402
-from statemix_sk.learned import MixtureProposal, MixtureTransitionModel  # noqa: E402
+from statemix_sk.datasets import make_lorenz96
+from statemix_sk.filtering import particle_filter
+from statemix_sk.learned import MixtureProposal, MixtureTransitionModel
 
 LOG_2PI = math.log(2.0 * math.pi)
 N_STATES = 20
@@ -148,6 +150,18 @@ def single_thread_environment():
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
+def fresh_compile_cache():
+    """Point torch.compile's on-disk cache at a new, empty directory; return it.
+
+    Inductor keeps compiled graphs across processes (under /tmp by default).
+    With that cache warm a first call takes seconds instead of about a minute,
+    so the first-call figures would depend on what ran before.
+    """
+    directory = tempfile.mkdtemp(prefix="bench_frameworks_inductor_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = directory
+    return directory
+
+
 def missing_module(framework):
     """Return the module ``framework`` needs that is not installed, or None."""
     module = REQUIRES[framework]
@@ -157,7 +171,7 @@ def missing_module(framework):
 
 
 def skipped_message(module):
-    """The message that stands in for a column whose framework is missing."""
+    """Return the message that stands in for a column whose framework is missing."""
     return f"skipped: {module} is not installed (pip install {module})"
 
 
@@ -233,13 +247,12 @@ def filter_constants(problem, n_series, n_particles):
     # The library's log-determinant: of the Cholesky factor of R, not of the
     # scales (sqrt(scale**2) can differ from scale in the last bit).
     cholesky = np.linalg.cholesky(observation.noise_covariance)
+    states = (head.n_dims,)
     return FilterConstants(
-        initial_mean=np.broadcast_to(
-            problem.model.initial_mean, (head.n_dims,)
-        ).astype(float),
-        initial_scale=np.broadcast_to(
-            problem.model.initial_scale, (head.n_dims,)
-        ).astype(float),
+        initial_mean=np.broadcast_to(problem.model.initial_mean, states).astype(float),
+        initial_scale=np.broadcast_to(problem.model.initial_scale, states).astype(
+            float
+        ),
         input_mean=problem.input_stats.mean,
         input_scale=problem.input_stats.scale,
         location_scale=head.location_scale,
@@ -281,7 +294,7 @@ def draw_filter_inputs(problem, n_series, n_particles, seed):
 
 
 def network_arrays(network):
-    """A network's arrays in one fixed order: ``W_1, b_1, ..., W_L, b_L, L``."""
+    """Return a network's arrays in one order: ``W_1, b_1, ..., W_L, b_L, L``."""
     return [array for layer in network["layers"] for array in layer] + [
         network["linear"]
     ]
@@ -477,8 +490,13 @@ def filter_step(ops, constants, networks, x, log_weights, step_inputs):
 # --------------------------------------------------------------------------------------
 
 
+@cache
 def torch_ops():
-    """:class:`ArrayOps` for PyTorch (imports torch)."""
+    """:class:`ArrayOps` for PyTorch (imports torch).
+
+    One table for the whole process: torch.compile guards on the functions a
+    compiled step calls, and new ones would make it compile again.
+    """
     import torch
 
     return ArrayOps(
@@ -531,14 +549,15 @@ def torch_runner(problem, n_series, n_particles, seed, compiled):
         step = torch.compile(step, fullgraph=True, dynamic=False)
     arrays = parameter_arrays(problem.params)
 
-    def run():
+    def run(n_steps=None):
+        """Value, gradients and ancestors over the first ``n_steps`` (None: all)."""
         networks = tuple(
             [torch.tensor(a, requires_grad=True) for a in phase] for phase in arrays
         )
         x = constants.initial_mean + constants.initial_scale * inputs.initial_noise
         log_weights = torch.full((n_series, n_particles), -math.log(n_particles))
         increments, ancestors = [], []
-        for t in range(inputs.observations.shape[0]):
+        for t in range(n_steps or inputs.observations.shape[0]):
             step_inputs = (
                 inputs.observations[t],
                 inputs.resampling_uniforms[t],
@@ -573,14 +592,17 @@ def setup_jax():
     return jax, jnp
 
 
+@cache
 def jax_ops():
-    """:class:`ArrayOps` for JAX (imports jax)."""
+    """:class:`ArrayOps` for JAX (imports jax); one table for the process."""
     jax, jnp = setup_jax()
 
     def cumsum(a):
         # jnp.cumsum of 1000 entries is a tree of partial sums on the CPU,
-        # rounding up to 1e-15 away from numpy.cumsum (enough to move an
-        # ancestor once in a while); a scan adds in order, and is no slower.
+        # up to 1e-15 away from numpy.cumsum: a position that close to a
+        # boundary would pick another ancestor than the library (rare; none in
+        # this benchmark's cases). A scan adds in order, numpy's sums to the
+        # bit, and is no slower.
         def add(total, column):
             total = total + column
             return total, total
@@ -605,7 +627,7 @@ def jax_ops():
 
 
 def jax_log_likelihood(networks, constants, inputs):
-    """The filter's log-likelihood (summed over series) and its ancestors, JAX."""
+    """Return the log-likelihood (summed over series) and the ancestors, in JAX."""
     jax, jnp = setup_jax()
     ops = jax_ops()
     n_series = inputs.resampling_uniforms.shape[1]
@@ -672,7 +694,7 @@ def jax_runner(problem, n_series, n_particles, seed, ahead_of_time=False):
 
 
 def summed_log_likelihood(params, problem, n_particles, seed):
-    """The library's log-likelihood summed over series (several series)."""
+    """Return the library's log-likelihood summed over the series."""
     import autograd.numpy as anp
 
     return anp.sum(library_log_likelihood(params, problem, n_particles, seed))
@@ -687,8 +709,13 @@ def package_runner(problem, n_series, n_particles, seed):
     # (autograd's value_and_grad needs a scalar).
     compute = LIBRARY_VALUE_AND_GRAD if n_series == 1 else SUMMED_VALUE_AND_GRAD
 
-    def run():
-        value, gradients = compute(problem.params, problem, n_particles, seed)
+    def run(n_steps=None):
+        """Value, gradients and None over the first ``n_steps`` (None: all)."""
+        if n_steps is not None:  # the time axis is the second last
+            problem_steps = problem._replace(Y=problem.Y[..., :n_steps, :])
+        else:
+            problem_steps = problem
+        value, gradients = compute(problem.params, problem_steps, n_particles, seed)
         transition, proposal = parameter_arrays(gradients)
         return float(value), transition + proposal, None
 
@@ -696,7 +723,7 @@ def package_runner(problem, n_series, n_particles, seed):
 
 
 def library_ancestors(problem, n_particles, seed):
-    """The library's ancestors at every step, shape (T, B, N)."""
+    """Return the library's ancestors at every step, shape (T, B, N)."""
     # bench_filter.library_filter's filter, asked for its particle history.
     model = MixtureTransitionModel(
         problem.params["transition"],
@@ -838,7 +865,7 @@ def reset_peak_rss():
 
 
 def current_rss_kib():
-    """This process's resident memory now (VmRSS), in KiB, or None."""
+    """Return the resident memory now (VmRSS) in KiB, or None."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -860,9 +887,8 @@ def memory_child(framework, mode, n_states, n_steps, n_series, n_particles):
     if framework == "JAX jit":
         run = jax_runner(problem, n_series, n_particles, FILTER_SEED, True)
     else:
-        warm_up = build_problem(n_states, WARM_UP_STEPS, n_series)
-        make_runner(framework, warm_up, n_series, n_particles, FILTER_SEED)()
         run = make_runner(framework, problem, n_series, n_particles, FILTER_SEED)
+        run(n_steps=WARM_UP_STEPS)
     report = {"framework": framework, "mode": mode}
     report["peak_before_kib"], report["peak_rss_source"] = peak_rss_kib()
     if mode == "run":
@@ -878,9 +904,7 @@ def run_memory_child(framework, mode, case):
     """Run :func:`memory_child` in a fresh interpreter; return its report."""
     command = [sys.executable, str(Path(__file__).resolve()), "--memory-child"]
     command += [framework, mode]
-    command += [
-        str(case[key]) for key in ("states", "steps", "series", "particles")
-    ]
+    command += [str(case[key]) for key in ("states", "steps", "series", "particles")]
     completed = subprocess.run(
         command,
         capture_output=True,
@@ -930,9 +954,9 @@ def memory_table(case):
             f"| {framework} | {baseline['peak_rss_kib'] / 1024:.0f} MiB "
             f"| {report['peak_rss_kib'] / 1024:.0f} MiB "
             f"| **{(report['peak_rss_kib'] - baseline['peak_rss_kib']) / 1024:.0f} "
-            f"MiB** | {own} | {report['seconds']:.1f} s |"
+            f"MiB** | {own} | {report['seconds']:.2f} s |"
         )
-        print(lines[-1], flush=True)
+        print(f"  {framework}: done", flush=True)
     return "\n".join(lines)
 
 
@@ -950,6 +974,14 @@ def versions_rows():
         except importlib.metadata.PackageNotFoundError:
             version = "not installed"
         rows.append(f"| {package} | {version} |")
+    cache = (
+        "fresh and empty: first calls compile from scratch"
+        if os.environ.get("TORCHINDUCTOR_CACHE_DIR", "").startswith(
+            tempfile.gettempdir() + "/bench_frameworks_inductor_"
+        )
+        else "as found: first calls may reuse earlier compilations"
+    )
+    rows.append(f"| torch.compile cache | {cache} |")
     rows.append(
         "| threads | torch.set_num_threads(1); "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}; "
@@ -1026,7 +1058,7 @@ def timing_table(results, config):
         ratios = [
             f"{medians['package'] / medians[framework]:.2f}"
             if "package" in medians and framework in medians
-            else "–"
+            else "-"
             for framework in others
         ]
         lines.append(
@@ -1195,7 +1227,13 @@ def main(argv=None):
     ]
     print(sections[0], flush=True)
     start = time.perf_counter()
-    run_benchmark(config, case_names, repeats, memory_case, sections)
+    # --quick keeps the cache as found, to stay a quick smoke run.
+    cache = None if args.quick else fresh_compile_cache()
+    try:
+        run_benchmark(config, case_names, repeats, memory_case, sections)
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
     emit(
         f"Total benchmark time: {time.perf_counter() - start:.0f} s; load average "
         f"at the end: {load_average()}; statemix-sk source at the end: "
