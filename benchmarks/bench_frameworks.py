@@ -2,8 +2,8 @@
 
 Run by hand, never part of the test suite::
 
-    python benchmarks/bench_frameworks.py              # the full comparison
-    python benchmarks/bench_frameworks.py --quick      # a smoke run, under a minute
+    python benchmarks/bench_frameworks.py          # the full comparison
+    python benchmarks/bench_frameworks.py --quick  # smoke run: d = 8, N = 50, T = 10
     python benchmarks/bench_frameworks.py --memory --output results.md
 
 statemix-sk differentiates its particle filter with autograd on plain NumPy. This
@@ -52,6 +52,8 @@ added one after another as ``numpy.cumsum`` adds them, so that the same ancestor
 are picked) and the components (inverse CDF of the softmax weights) from values,
 without gradient.
 
+Notes
+-----
 Checks, on every timed case: the log-likelihood's relative difference from the
 package's, the largest absolute difference of the gradients relative to the
 package's largest gradient entry, and whether every ancestor equals the library's.
@@ -64,11 +66,18 @@ for torch.compile and JAX, and is reported), the frameworks taking turns call by
 call so that they share the machine's conditions, everything on one thread:
 ``torch.set_num_threads(1)``, XLA's flags ``--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1`` (set before JAX is imported), threadpoolctl for
-NumPy's BLAS. ``--memory`` adds the peak memory of one value-and-gradient at
+NumPy's BLAS. A full run gives torch.compile a fresh, empty cache, so that its
+first calls are cold compiles (``--quick`` keeps the cache as found, to stay
+quick). ``--memory`` adds the peak memory of one value-and-gradient at
 T = 400, N = 1000, each framework in fresh subprocesses.
 
 PyTorch and JAX are optional: each is imported only when its column runs, and a
 missing one is reported as skipped.
+
+See Also
+--------
+bench_filter.py : the problem, the library's filter, and a plain-NumPy reference
+    of the forward pass.
 """
 
 import argparse
@@ -115,12 +124,11 @@ from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import MixtureProposal, MixtureTransitionModel
 
 LOG_2PI = math.log(2.0 * math.pi)
-N_STATES = 20
-N_STEPS = 100
 CASES = {"1x100": (1, 100), "1x1000": (1, 1000), "5x100": (5, 100)}
 """Timed cases: name -> (number of series B, particles per series N)."""
-QUICK_CASE = {"states": 8, "steps": 10, "cases": {"1x50": (1, 50)}}
-MEMORY_CASE = {"states": N_STATES, "steps": 400, "series": 1, "particles": 1000}
+FULL_CONFIG = {"states": 20, "steps": 100, "cases": CASES}
+QUICK_CONFIG = {"states": 8, "steps": 10, "cases": {"1x50": (1, 50)}}
+MEMORY_CASE = {"states": 20, "steps": 400, "series": 1, "particles": 1000}
 QUICK_MEMORY_CASE = {"states": 8, "steps": 40, "series": 1, "particles": 50}
 DEFAULT_REPEATS = 5
 QUICK_REPEATS = 2
@@ -772,7 +780,7 @@ class Column(NamedTuple):
     """One framework's outcome on one case."""
 
     status: str
-    """"ok", or why there are no numbers (skipped, failed)."""
+    """Either "ok" or why there are no numbers (skipped, failed)."""
     first_call: float = math.nan
     """Seconds of the first call (tracing and compiling included)."""
     seconds: tuple = ()
@@ -829,7 +837,11 @@ def measure_case(config, n_series, n_particles, repeats):
                 framework, problem, n_series, n_particles, FILTER_SEED
             )
             first_call, result = timed(runners[framework])
-        except Exception as error:  # a framework's failure must not stop the rest
+        except Exception as error:
+            if framework == "package":
+                raise  # the reference: nothing to compare without it
+            # An optional framework's failure (say, torch.compile without a C++
+            # compiler) must not stop the others.
             runners.pop(framework, None)
             message = " ".join(str(error).split())[:200]
             columns[framework] = Column(f"failed: {type(error).__name__}: {message}")
@@ -1204,11 +1216,11 @@ def main(argv=None):
         memory_child(framework, mode, *(int(value) for value in sizes))
         return 0
     if args.quick:
-        config = QUICK_CASE
+        config = QUICK_CONFIG
         case_names = list(config["cases"])
         memory_case = QUICK_MEMORY_CASE if args.memory else None
     else:
-        config = {"states": N_STATES, "steps": N_STEPS, "cases": CASES}
+        config = FULL_CONFIG
         case_names = args.cases or list(CASES)
         memory_case = MEMORY_CASE if args.memory else None
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
