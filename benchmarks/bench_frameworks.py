@@ -42,8 +42,10 @@ JAX jit
 
 The PyTorch and JAX versions share one step function (:func:`filter_step`),
 written against a small table of array operations (:class:`ArrayOps`), so that
-both run the same operations in the same order as the library's fused step
-(``statemix_sk.fused._forward``). Their random numbers are inputs, drawn in
+both run the same functions as the library's fused step
+(``statemix_sk.fused._forward``), each with its framework's own ``tanh``,
+``exp`` and ``log`` and in the form a user would write them (``tanh``, not the
+library's exp form of it; the log-determinant as a sum of logarithms). Their random numbers are inputs, drawn in
 plain NumPy from ``numpy.random.default_rng(seed)`` in the library's order: the
 initial noise, then per step one resampling uniform per series, the component
 uniforms and the normal noise. The frameworks compute the ancestors (systematic
@@ -373,9 +375,9 @@ def mixture_head(outputs, reference, constants, ops):
     raw = outputs[:, n_components + width : n_components + 2 * width].reshape(
         n_rows, n_components, n_states
     )
-    # The library's sigmoid is the tanh form, 0.5 (tanh(z / 2) + 1): the same
-    # function, rounded differently from 1 / (1 + exp(-z)).
-    sigmoid = 0.5 * (ops.tanh(0.5 * (raw + constants.scale_offset)) + 1.0)
+    # The library's sigmoid is 1 / (1 + exp(-z)) (statemix_sk.networks.sigmoid_into,
+    # whose floor at z = -700 only avoids an overflow warning).
+    sigmoid = 1.0 / (1.0 + ops.exp(-(raw + constants.scale_offset)))
     means = reference[:, None, :] + increments * constants.location_scale
     scales = constants.scale_low + constants.scale_range * sigmoid
     return logits, means, scales
@@ -440,14 +442,13 @@ def filter_step(ops, constants, networks, x, log_weights, step_inputs):
     carried = gathered + (-ops.stop_gradient(gathered) - math.log(n_particles))
     x_prev = x[rows]
 
-    # The transition mixture around x_prev and its mean (a softmax shifted by
-    # the largest logit, as the library's fused step computes it).
+    # The transition mixture around x_prev and its mean (the softmax as the
+    # exponential of the log-weights, as the library's fused step computes it).
     standardized = (x_prev - constants.input_mean) / constants.input_scale
     f_logits, f_means, f_scales = mixture_head(
         mixture_network(transition, standardized, ops), x_prev, constants, ops
     )
-    f_weights = ops.exp(f_logits - ops.stop_gradient(ops.amax(f_logits, 1)))
-    f_weights = f_weights / ops.sum(f_weights, 1, keepdims=True)
+    f_weights = ops.exp(f_logits - logsumexp(ops, f_logits, 1))
     centre = ops.sum(f_weights[:, :, None] * f_means, 1)
 
     # The proposal mixture around the centre, from the scaled innovation.
