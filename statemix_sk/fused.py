@@ -58,7 +58,6 @@ __all__ = [
     "StepConfig",
     "learned_filter_step",
     "learned_proposal_step",
-    "pack_arrays",
     "take_block",
     "take_rows",
 ]
@@ -81,11 +80,6 @@ class StepConfig(NamedTuple):
     """A :class:`KeptIntermediates` in which the forward pass leaves its
     intermediates for the backward pass, or None: the backward pass recomputes
     them."""
-    packed_shapes: object = None
-    """None: the weights come as separate arrays (``W_1, b_1, ..., linear`` of
-    each network). Otherwise each network's weights come as one flat array
-    (:func:`pack_arrays`), and this is ``(transition shapes, proposal shapes)``:
-    autograd then adds up two gradients per step instead of one per array."""
 
 
 class KeptIntermediates:
@@ -324,7 +318,6 @@ def learned_proposal_step(particles, rows, y, uniforms, noise, config, *arrays):
         The new particles in the first ``n_states`` columns, the log ratio of the
         transition and proposal densities at them in the last.
     """
-    arrays = _weights(config, arrays)
     x, log_ratio, kept = _forward(particles[rows], y, uniforms, noise, config, arrays)
     if config.kept is not None:
         config.kept.keep(kept)
@@ -413,66 +406,13 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
     return d_x_prev, transition_gradients + proposal_gradients
 
 
-@primitive
-def pack_arrays(*arrays):
-    """Join arrays into one flat array (see :attr:`StepConfig.packed_shapes`)."""
-    return numpy.concatenate([numpy.ravel(array) for array in arrays])
-
-
-def _pack_arrays_vjp(argnums, result, args, kwargs):
-    shapes = [numpy.shape(array) for array in args]
-
-    def vjp(upstream):
-        pieces = _unpack(upstream, shapes)
-        return tuple(pieces[argnum] for argnum in argnums)
-
-    return vjp
-
-
-defvjp_argnums(pack_arrays, _pack_arrays_vjp)
-
-
-def _unpack(flat, shapes):
-    """Return views of ``flat`` with the given shapes, in order (see pack_arrays)."""
-    arrays, start = [], 0
-    for shape in shapes:
-        stop = start + int(numpy.prod(shape))
-        arrays.append(numpy.reshape(flat[start:stop], shape))
-        start = stop
-    return arrays
-
-
-def _weights(config, trailing):
-    """Return both networks' weight arrays from a fused primitive's last arguments."""
-    if config.packed_shapes is None:
-        return list(trailing)
-    transition, proposal = config.packed_shapes
-    return [*_unpack(trailing[0], transition), *_unpack(trailing[1], proposal)]
-
-
 def _wanted_networks(argnums, first_array, config):
-    """Return which networks' weight gradients the requested ``argnums`` need."""
-    if config.packed_shapes is not None:
-        return first_array in argnums, first_array + 1 in argnums
+    """Which networks' weight gradients the requested ``argnums`` need."""
     first_proposal = first_array + config.n_transition_arrays
     return (
         any(first_array <= argnum < first_proposal for argnum in argnums),
         any(argnum >= first_proposal for argnum in argnums),
     )
-
-
-def _weight_gradients(config, gradients, first_array):
-    """Return the weights' gradients by argument number (see :func:`_weights`)."""
-    if config.packed_shapes is None:
-        return dict(enumerate(gradients, start=first_array))
-    split = config.n_transition_arrays
-    packed = {}
-    for index, network in enumerate((gradients[:split], gradients[split:])):
-        if network[0] is not None:
-            packed[first_array + index] = numpy.concatenate(
-                [numpy.ravel(gradient) for gradient in network]
-            )
-    return packed
 
 
 def _pick_gradients(name, argnums, gradients):
@@ -503,7 +443,7 @@ def _learned_step_vjp(argnums, result, args, kwargs):
     recomputed when the backward pass reaches this step.
     """
     particles, rows, y, uniforms, _, config = args[:6]
-    arrays = _weights(config, args[6:])
+    arrays = args[6:]
     which = _wanted_networks(argnums, 6, config)
 
     def vjp(upstream):
@@ -522,7 +462,7 @@ def _learned_step_vjp(argnums, result, args, kwargs):
             upstream[:, n_states],
             which,
         )
-        gradients = _weight_gradients(config, weight_gradients, 6)
+        gradients = dict(enumerate(weight_gradients, start=6))
         if 0 in argnums:
             gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))
         return _pick_gradients("learned_proposal_step", argnums, gradients)
@@ -593,7 +533,6 @@ def learned_filter_step(
         The new particles, their normalised log-weights, and in the last column
         the series' log-likelihood increment (the same in every row of a series).
     """
-    arrays = _weights(config, arrays)
     x, log_ratio, kept = _forward(particles[rows], y, uniforms, noise, config, arrays)
     if config.kept is not None:
         config.kept.keep(kept)
@@ -614,7 +553,7 @@ def learned_filter_step(
 def _learned_filter_step_vjp(argnums, result, args, kwargs):
     """VJP of :func:`learned_filter_step` (see :func:`_learned_step_vjp`)."""
     particles, log_weights, rows, offsets, y, uniforms, _, config = args[:8]
-    arrays = _weights(config, args[8:])
+    arrays = args[8:]
     which = _wanted_networks(argnums, 8, config)
 
     def vjp(upstream):
@@ -640,13 +579,12 @@ def _learned_filter_step_vjp(argnums, result, args, kwargs):
         d_x_prev, weight_gradients = _step_backward(
             x_prev, x, y, config, arrays, v, d_x, d_rows, which
         )
-        gradients = _weight_gradients(config, weight_gradients, 8)
+        gradients = dict(enumerate(weight_gradients, start=8))
         if 0 in argnums:
             gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))
         if 1 in argnums:
             gradients[1] = numpy.reshape(
-                _add_rows(d_rows, rows, (numpy.size(log_weights),)),
-                numpy.shape(log_weights),
+                _add_rows(d_rows, rows, (len(rows),)), numpy.shape(log_weights)
             )
         return _pick_gradients("learned_filter_step", argnums, gradients)
 

@@ -37,7 +37,6 @@ from .fused import (
     StepConfig,
     learned_filter_step,
     learned_proposal_step,
-    pack_arrays,
     scaled_innovation,
     take_block,
 )
@@ -373,8 +372,6 @@ class MixtureProposal:
         # Bytes held now by this proposal's KeptIntermediates, in a list that
         # their finalizers update (a closure on self would keep it alive).
         self._held_bytes = [0]
-        # (weights, packed) of the networks of the current pass (see _packed).
-        self._packs = []
 
     def first_stage_log_weights(self, model, particles, log_weights, y):
         """None: the learned filter has no auxiliary weights."""
@@ -468,22 +465,6 @@ class MixtureProposal:
             take_block(step, (slice(None), n_states)),
         )
 
-    def _packed(self, arrays):
-        """Return a network's weights as one flat array, packed once per pass.
-
-        Every step of a pass gets the same packed array, so that autograd adds
-        up one gradient per network and step instead of one per array.
-        """
-        for held, packed in self._packs:
-            if len(held) == len(arrays) and all(
-                a is b for a, b in zip(held, arrays, strict=True)
-            ):
-                return packed
-        packed = pack_arrays(*arrays)
-        # The last two: the two networks of the pass under way.
-        self._packs = [*self._packs[-1:], (tuple(arrays), packed)]
-        return packed
-
     def _fused_call(self, step_function, model, leading, y, rng):
         """Call a fused step primitive with this step's draws and the weights.
 
@@ -495,9 +476,9 @@ class MixtureProposal:
         # The order of draws of mixtures.draw_mixture_noise.
         uniforms = rng.random(n_items)
         noise = rng.standard_normal((n_items, model.n_states))
-        networks = (model.params["arrays"], self.params["arrays"])
+        arrays = [*model.params["arrays"], *self.params["arrays"]]
         traced = any(isbox(value) for value in leading) or any(
-            isbox(array) for arrays in networks for array in arrays
+            isbox(array) for array in arrays
         )
         kept = None
         if traced and self._held_bytes[0] < self.cache_bytes:
@@ -509,7 +490,6 @@ class MixtureProposal:
             model.observation,
             len(model.params["arrays"]),
             kept,
-            tuple(tuple(numpy.shape(array) for array in arrays) for arrays in networks),
         )
         step = step_function(
             *leading,
@@ -517,7 +497,7 @@ class MixtureProposal:
             uniforms,
             noise,
             config,
-            *(self._packed(arrays) for arrays in networks),
+            *arrays,
         )
         if kept is not None:
             self._held_bytes[0] += kept.nbytes
