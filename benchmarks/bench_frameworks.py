@@ -45,14 +45,15 @@ written against a small table of array operations (:class:`ArrayOps`), so that
 both run the same functions as the library's fused step
 (``statemix_sk.fused._forward``), each with its framework's own ``tanh``,
 ``exp`` and ``log`` and in the form a user would write them (``tanh``, not the
-library's exp form of it; the log-determinant as a sum of logarithms). Their random numbers are inputs, drawn in
-plain NumPy from ``numpy.random.default_rng(seed)`` in the library's order: the
-initial noise, then per step one resampling uniform per series, the component
-uniforms and the normal noise. The frameworks compute the ancestors (systematic
-resampling by the inverse CDF of the normalised weights, with the running sums
-added one after another as ``numpy.cumsum`` adds them, so that the same ancestors
-are picked) and the components (inverse CDF of the softmax weights) from values,
-without gradient.
+library's exp form of it; the log-determinant as a sum of logarithms). Their
+random numbers are inputs, drawn in plain NumPy from
+``numpy.random.default_rng(seed)`` in the library's order: the initial noise,
+then per step one resampling uniform per series, the component uniforms and the
+normal noise. The frameworks compute the ancestors (systematic resampling by the
+inverse CDF of the normalised weights, with the running sums added one after
+another as ``numpy.cumsum`` adds them, so that the same ancestors are picked)
+and the components (inverse CDF of the softmax weights) from values, without
+gradient.
 
 Notes
 -----

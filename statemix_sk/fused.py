@@ -584,7 +584,8 @@ def _learned_filter_step_vjp(argnums, result, args, kwargs):
             gradients[0] = _add_rows(d_x_prev, rows, numpy.shape(particles))
         if 1 in argnums:
             gradients[1] = numpy.reshape(
-                _add_rows(d_rows, rows, (len(rows),)), numpy.shape(log_weights)
+                _add_rows(d_rows, rows, (numpy.size(log_weights),)),
+                numpy.shape(log_weights),
             )
         return _pick_gradients("learned_filter_step", argnums, gradients)
 

@@ -33,6 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statemix_sk import learned
+from statemix_sk._utils import logsumexp
 from statemix_sk.datasets import make_lorenz96
 from statemix_sk.filtering import particle_filter
 from statemix_sk.fused import (
@@ -426,6 +427,115 @@ def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
         return anp.concatenate([x, log_ratio[:, None]], axis=1)
 
     inputs = (particles, [*model.params["arrays"], *proposal.params["arrays"]])
+    check_grads(fused_step, modes=["rev"], order=1)(inputs)
+    reference_value = reference_step(inputs)
+    np.testing.assert_allclose(
+        fused_step(inputs),
+        reference_value,
+        rtol=VALUE_RTOL,
+        atol=1e-12 * np.max(np.abs(reference_value)),
+    )
+    weighting = rng.standard_normal(reference_value.shape)
+    _assert_gradients_agree(
+        grad(lambda inputs: anp.sum(weighting * fused_step(inputs)))(inputs),
+        grad(lambda inputs: anp.sum(weighting * reference_step(inputs)))(inputs),
+    )
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
+@pytest.mark.parametrize("case", STEP_CASES, ids=range(len(STEP_CASES)))
+def test_learned_filter_step_passes_check_grads_and_equals_the_composition(case, keep):
+    # The whole step (propose, weigh, normalise) against finite differences in
+    # the particles, the parents' log-weights and the weights, and against the
+    # composition the filter loop makes of the reference proposal and its
+    # weighing.
+    (
+        rows,
+        n_previous,
+        n_states,
+        transition_components,
+        proposal_components,
+        hidden_layer_sizes,
+        observation_kind,
+        n_outputs,
+        dense_scale,
+        periodic,
+    ) = case
+    rng = np.random.default_rng(100 + len(rows))
+    np.random.seed(1)  # noqa: NPY002 (check_grads draws directions from it)
+    rows = np.array(rows)
+    # Two series where the sizes split evenly, one otherwise.
+    n_series = 2 if len(rows) % 2 == 0 and n_previous % 2 == 0 else 1
+    observation = _random_observation(observation_kind, n_states, n_outputs, rng)
+    pieces = _random_pieces(
+        rng,
+        n_states,
+        observation,
+        transition_components,
+        proposal_components,
+        periodic=periodic,
+    )
+    params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, 0.3)
+    particles = pieces.input_stats.mean + rng.standard_normal((n_previous, n_states))
+    log_weights = rng.standard_normal((n_series, n_previous // n_series))
+    log_weights -= logsumexp(log_weights, axis=1, keepdims=True)
+    offsets = rng.uniform(-2.0, 0.0, (n_series, len(rows) // n_series))
+    y = rng.standard_normal((len(rows), observation.n_outputs))
+    noise = rng.standard_normal((len(rows), n_states))
+    cumulative = _proposal_cumulative_weights(pieces, params, particles[rows], y)
+    uniforms = _uniforms_inside_components(cumulative, rng)
+    model, proposal = _build(pieces, params, fused=False)
+    n_transition_arrays = len(model.params["arrays"])
+    config = StepConfig(
+        pieces.transition_head,
+        pieces.proposal_head,
+        pieces.input_stats,
+        observation,
+        n_transition_arrays,
+    )
+
+    def fused_step(inputs):
+        particles, log_weights, arrays = inputs
+        kept = KeptIntermediates() if keep else None
+        return learned_filter_step(
+            particles,
+            log_weights,
+            rows,
+            offsets,
+            y,
+            uniforms,
+            noise,
+            config._replace(kept=kept),
+            *arrays,
+        )
+
+    def reference_step(inputs):
+        particles, log_weights, arrays = inputs
+        model, proposal = _build(
+            pieces, _params_from_arrays(arrays, n_transition_arrays), fused=False
+        )
+        x, log_ratio = proposal.propose(
+            model, take_rows(particles, rows), y, _FixedDraws(uniforms, noise), None
+        )
+        shape = offsets.shape
+        log_w = anp.reshape(take_rows(anp.reshape(log_weights, (-1,)), rows), shape)
+        log_w = log_w + offsets + anp.reshape(log_ratio, shape)
+        log_w = log_w + anp.reshape(observation.log_density(x, y), shape)
+        increment = logsumexp(log_w, axis=1, keepdims=True)
+        return anp.concatenate(
+            [
+                x,
+                anp.reshape(log_w - increment, (-1, 1)),
+                anp.reshape(anp.repeat(increment, shape[1], axis=1), (-1, 1)),
+            ],
+            axis=1,
+        )
+
+    inputs = (
+        particles,
+        log_weights,
+        [*model.params["arrays"], *proposal.params["arrays"]],
+    )
     check_grads(fused_step, modes=["rev"], order=1)(inputs)
     reference_value = reference_step(inputs)
     np.testing.assert_allclose(
