@@ -266,7 +266,7 @@ def _mixture_log_density(logits, means, scales, x):
     # The log-determinant as the library computes it (mixtures._sum_log_scales):
     # the log of the product of the scales, which stays in the normal range here.
     log_components = (
-        -0.5 * np.sum(z**2, axis=-1)
+        -0.5 * np.einsum("nkd,nkd->nk", z, z)
         - np.log(np.prod(scales, axis=-1))
         - 0.5 * x.shape[1] * LOG_2PI
     )

@@ -43,7 +43,7 @@ from .networks import (
     _mlp_activations,
     _mlp_backward,
     input_width,
-    sigmoid_into,
+    shifted_sigmoid,
     standardize,
     standardize_vjp,
 )
@@ -160,8 +160,8 @@ def _head_forward(head, outputs, reference):
     means = numpy.reshape(outputs[:, S : S + S * d], (n_items, S, d))
     means = means * head.location_scale
     means += reference[:, None, :]
-    sigmoid = numpy.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
-    sigmoid = sigmoid_into(sigmoid + head.scale_offset)
+    raw = numpy.reshape(outputs[:, S + S * d : S + 2 * S * d], (n_items, S, d))
+    sigmoid = shifted_sigmoid(raw, head.scale_offset)
     return logits, means, sigmoid
 
 

@@ -107,12 +107,26 @@ def tanh_into(a):
 
 def sigmoid_into(z):
     """Overwrite ``z`` with ``1 / (1 + exp(-z))``; return it (see :func:`tanh_into`)."""
-    numpy.maximum(z, _SIGMOID_FLOOR, out=z)
     numpy.negative(z, out=z)
-    numpy.exp(z, out=z)
-    numpy.add(z, 1.0, out=z)
-    numpy.reciprocal(z, out=z)
-    return z
+    return _sigmoid_of_negated(z)
+
+
+def shifted_sigmoid(raw, shift):
+    """Return ``sigmoid(raw + shift)`` in a new array, ``raw`` untouched.
+
+    The same bits as ``sigmoid_into(raw + shift)`` (``-shift - raw`` is
+    ``-(raw + shift)`` exactly), one pass over the array fewer.
+    """
+    return _sigmoid_of_negated(numpy.subtract(-shift, raw))
+
+
+def _sigmoid_of_negated(negated):
+    """Overwrite ``negated`` (``-z``) with ``sigmoid(z)``; return it."""
+    numpy.minimum(negated, -_SIGMOID_FLOOR, out=negated)
+    numpy.exp(negated, out=negated)
+    numpy.add(negated, 1.0, out=negated)
+    numpy.reciprocal(negated, out=negated)
+    return negated
 
 
 def _mlp_activations(inputs, weights):
@@ -181,7 +195,8 @@ def _mlp_backward(activations, weights, upstream, weight_gradients=True):
         below = activations[layer]
         if weight_gradients:
             gradients[2 * layer] = below.T @ delta
-            gradients[2 * layer + 1] = numpy.sum(delta, axis=0)
+            # A product with ones: half the time of numpy.sum over axis 0.
+            gradients[2 * layer + 1] = numpy.ones(len(delta)) @ delta
         delta = delta @ weights[2 * layer].T
         if layer > 0:
             delta = delta * (1.0 - below**2)
