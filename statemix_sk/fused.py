@@ -92,16 +92,25 @@ class KeptIntermediates:
     pass drops them as soon as it has used them.
     """
 
-    __slots__ = ("__weakref__", "nbytes", "values")
+    __slots__ = ("__weakref__", "nbytes", "room", "values")
 
-    def __init__(self):
+    def __init__(self, room=None):
         self.values = None
         self.nbytes = 0
+        # Bytes it may hold (None: no limit): beyond them it drops the mixtures'
+        # means, which the backward pass recomputes from the last hidden layers
+        # with the same bits (_means).
+        self.room = room
 
     def keep(self, values):
         """Hold ``values`` (a dict of arrays, tuples and lists of arrays)."""
         self.values = values
         self.nbytes = _nbytes(values)
+        if self.room is not None and self.nbytes > self.room and "means" in values:
+            self.values = {
+                key: value for key, value in values.items() if key != "means"
+            }
+            self.nbytes = _nbytes(self.values)
 
     def take(self):
         """Return the values and stop holding them (None if none are held)."""
@@ -267,6 +276,8 @@ def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
         "q": (q_activations, q_sigmoid),
         "q_density": (q_log_weights, q_joint, q_log_density),
         "components": components,
+        # Kept only where the budget has room for them (KeptIntermediates).
+        "means": (f_means, centre, q_means),
     }
     return x, f_log_density - q_log_density, kept
 
@@ -341,9 +352,14 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
     n_inputs = input_width(config.input_stats)
     f_hidden, f_sigmoid, f_weights = v["f"]
     f_activations = [q_activations[0][:, :n_inputs], *f_hidden]
-    f_means = _means(config.transition_head, transition_arrays, f_activations, x_prev)
-    centre = sum_components(f_weights[:, :, None] * f_means)
-    q_means = _means(config.proposal_head, proposal_arrays, q_activations, centre)
+    if "means" in v:
+        f_means, centre, q_means = v["means"]
+    else:
+        f_means = _means(
+            config.transition_head, transition_arrays, f_activations, x_prev
+        )
+        centre = sum_components(f_weights[:, :, None] * f_means)
+        q_means = _means(config.proposal_head, proposal_arrays, q_activations, centre)
     f_scales = _scales(config.transition_head, f_sigmoid)
     q_scales = _scales(config.proposal_head, q_sigmoid)
     components = v["components"]

@@ -482,7 +482,7 @@ class MixtureProposal:
         )
         kept = None
         if traced and self._held_bytes[0] < self.cache_bytes:
-            kept = KeptIntermediates()
+            kept = KeptIntermediates(room=self.cache_bytes - self._held_bytes[0])
         config = StepConfig(
             model.head,
             self.head,

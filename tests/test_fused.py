@@ -1005,6 +1005,53 @@ def test_kept_intermediates_stay_within_cache_bytes_and_do_not_change_gradients(
     _assert_gradients_agree(first, flatten(recomputed_vjp(1.0))[0])
 
 
+def test_keeping_the_means_or_not_changes_no_bit():
+    # A step keeps the mixtures' means where its budget has room for them and
+    # otherwise recomputes them from the last hidden layers (one product on
+    # their columns): the gradients must not depend on which, to the bit.
+    Y, pieces, params = _tape_problem()
+    model, proposal = _build(pieces, params, True)
+    rng = np.random.default_rng(0)
+    sizes = {}
+    for room in (None, 0):
+        kept = KeptIntermediates(room=room)
+        learned_filter_step(
+            model.sample_initial(TAPE_PARTICLES, rng),
+            np.full((1, TAPE_PARTICLES), -np.log(TAPE_PARTICLES)),
+            np.arange(TAPE_PARTICLES),
+            np.zeros((1, TAPE_PARTICLES)),
+            np.broadcast_to(Y[0], (TAPE_PARTICLES, Y.shape[1])),
+            rng.random(TAPE_PARTICLES),
+            rng.standard_normal((TAPE_PARTICLES, TAPE_STATES)),
+            StepConfig(
+                pieces.transition_head,
+                pieces.proposal_head,
+                pieces.input_stats,
+                pieces.observation,
+                len(model.params["arrays"]),
+                kept,
+            ),
+            *model.params["arrays"],
+            *proposal.params["arrays"],
+        )
+        sizes[room] = kept.nbytes
+    assert sizes[0] < sizes[None]
+
+    def gradient(cache_bytes):
+        def log_likelihood(params):
+            model, proposal = _build(pieces, params, True, cache_bytes=cache_bytes)
+            return particle_filter(
+                Y, model, proposal, n_particles=TAPE_PARTICLES, random_state=3
+            ).log_likelihood
+
+        return flatten(grad(log_likelihood)(params))[0]
+
+    everything = gradient(DEFAULT_CACHE_BYTES)
+    # Room for the first step without its means (the later ones recompute).
+    np.testing.assert_array_equal(gradient(sizes[0] + 1), everything)
+    np.testing.assert_array_equal(gradient(0), everything)
+
+
 # --------------------------------------------------------------------------------------
 # 4. Where the step cannot be fused
 # --------------------------------------------------------------------------------------
