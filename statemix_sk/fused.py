@@ -37,6 +37,7 @@ from .mixtures import (
     _diag_terms,
     components_from_weights,
     log_softmax,
+    logsumexp_components,
     sum_components,
 )
 from .networks import (
@@ -261,8 +262,8 @@ def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
     f_scales = _scales(config.transition_head, f_sigmoid)
     _, _, f_joint = _diag_terms(x, f_logits, f_means, f_scales, f_log_weights)
     _, _, q_joint = _diag_terms(x, q_logits, q_means, q_scales, q_log_weights)
-    f_log_density = logsumexp.fun(f_joint, axis=-1)
-    q_log_density = logsumexp.fun(q_joint, axis=-1)
+    f_log_density = logsumexp_components(f_joint)
+    q_log_density = logsumexp_components(q_joint)
     # What the backward pass needs, less what is cheap to redo from it: the
     # scales from their sigmoids, z from x, the means from the last hidden
     # layer (one small product; see _means), the mixture mean from them, the
@@ -405,7 +406,7 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
     d_f_means = d_f_means + f_weights[:, :, None] * d_centre[:, None, :]
     d_f_logits = d_f_logits + f_weights * (
         numpy.einsum("nkd,nd->nk", f_means, d_centre)
-        - numpy.sum(d_centre * centre, axis=1, keepdims=True)
+        - numpy.einsum("nd,nd->n", d_centre, centre)[:, None]
     )
     # f_means = x_prev + increments; the transition network and its head.
     d_x_prev = sum_components(d_f_means)
