@@ -112,6 +112,10 @@ class PreviousCloud(NamedTuple):
     """(B * N,) or None: the ``log eta`` of ``particles``."""
     n_series: int
     """``B``, the number of series filtered together."""
+    n_steps_left: int | None = None
+    """The steps of the pass from this one on, this one included (None: not
+    known). The learned proposal sizes what it keeps for the backward pass
+    by it."""
 
 
 class FilterResult(NamedTuple):
@@ -492,7 +496,9 @@ def _carried_log_weights(log_weights, log_eta, resampled):
     return log_carried
 
 
-def _propose_and_weigh(step, model, particles, log_weights, log_eta, resampled, rng):
+def _propose_and_weigh(
+    step, model, particles, log_weights, log_eta, resampled, rng, n_steps_left
+):
     """Return the whole step from a proposal that does it at once, or None.
 
     A proposal may offer ``propose_and_weigh(model, context, y, offsets, rng)``
@@ -506,16 +512,23 @@ def _propose_and_weigh(step, model, particles, log_weights, log_eta, resampled, 
     if method is None or log_eta is not None or not step.complete:
         return None
     context = PreviousCloud(
-        particles, log_weights, resampled.rows, None, numpy.shape(log_weights)[0]
+        particles,
+        log_weights,
+        resampled.rows,
+        None,
+        numpy.shape(log_weights)[0],
+        n_steps_left,
     )
     return method(model, context, step.y_rows, resampled.offsets, rng)
 
 
-def _propose(step, model, particles, log_weights, log_eta, rows, rng):
+def _propose(step, model, particles, log_weights, log_eta, rows, rng, n_steps_left):
     """Draw the new particles; return them and ``log f - log q`` (or None)."""
     n_series = numpy.shape(log_weights)[0]
     x_prev = take_rows(particles, rows)
-    context = PreviousCloud(particles, log_weights, rows, log_eta, n_series)
+    context = PreviousCloud(
+        particles, log_weights, rows, log_eta, n_series, n_steps_left
+    )
     new_particles, log_ratio = step.proposal.propose(
         model, x_prev, step.y_proposal, rng, context
     )
@@ -708,14 +721,21 @@ default="systematic"
             log_weights, log_eta, scheme, ess_threshold, rng, frozen_step
         )
         weighed = _propose_and_weigh(
-            step, model, particles, log_weights, log_eta, resampled, rng
+            step, model, particles, log_weights, log_eta, resampled, rng, n_steps - t
         )
         if weighed is not None:
             particles, log_weights, increment = weighed
         else:
             log_carried = _carried_log_weights(log_weights, log_eta, resampled)
             new_particles, log_ratio = _propose(
-                step, model, particles, log_weights, log_eta, resampled.rows, rng
+                step,
+                model,
+                particles,
+                log_weights,
+                log_eta,
+                resampled.rows,
+                rng,
+                n_steps - t,
             )
             particles = new_particles
             log_weights, increment = _weigh(

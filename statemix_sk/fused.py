@@ -93,21 +93,29 @@ class KeptIntermediates:
     pass drops them as soon as it has used them.
     """
 
-    __slots__ = ("__weakref__", "nbytes", "room", "values")
+    __slots__ = ("__weakref__", "n_steps", "nbytes", "room", "values")
 
-    def __init__(self, room=None):
+    def __init__(self, room=None, n_steps=None):
         self.values = None
         self.nbytes = 0
-        # Bytes it may hold (None: no limit): beyond them it drops the mixtures'
-        # means, which the backward pass recomputes from the last hidden layers
-        # with the same bits (_means).
+        # The mixtures' means are kept only if ``n_steps`` steps like this one
+        # (the rest of the pass) fit in ``room`` bytes with them (None: no
+        # limit); otherwise the backward pass recomputes them from the last
+        # hidden layers (_means), with the same bits, and the budget keeps
+        # more steps: recomputing the means costs about a seventh of
+        # recomputing a step.
         self.room = room
+        self.n_steps = n_steps
 
     def keep(self, values):
         """Hold ``values`` (a dict of arrays, tuples and lists of arrays)."""
         self.values = values
         self.nbytes = _nbytes(values)
-        if self.room is not None and self.nbytes > self.room and "means" in values:
+        if (
+            self.room is not None
+            and "means" in values
+            and self.nbytes * (self.n_steps or 1) > self.room
+        ):
             self.values = {
                 key: value for key, value in values.items() if key != "means"
             }

@@ -393,7 +393,12 @@ class MixtureProposal:
                     model, x_prev, numpy.arange(len(x_prev)), y, rng
                 )
             return self._propose_fused(
-                model, context.particles, context.ancestors, y, rng
+                model,
+                context.particles,
+                context.ancestors,
+                y,
+                rng,
+                getattr(context, "n_steps_left", None),
             )
         observation = model.observation
         if isinstance(model, MixtureTransitionModel):
@@ -435,6 +440,7 @@ class MixtureProposal:
             (context.particles, context.log_weights, context.ancestors, offsets),
             y,
             rng,
+            getattr(context, "n_steps_left", None),
         )
         n_states = model.n_states
         return (
@@ -453,24 +459,27 @@ class MixtureProposal:
             and self.head.covariance_type == "diag"
         )
 
-    def _propose_fused(self, model, particles, rows, y, rng):
+    def _propose_fused(self, model, particles, rows, y, rng, n_steps=None):
         """:meth:`propose` from ``particles[rows]`` as one primitive.
 
         Same random draws, values and gradients as the composition.
         """
-        step = self._fused_call(learned_proposal_step, model, (particles, rows), y, rng)
+        step = self._fused_call(
+            learned_proposal_step, model, (particles, rows), y, rng, n_steps
+        )
         n_states = model.n_states
         return (
             take_block(step, (slice(None), slice(0, n_states))),
             take_block(step, (slice(None), n_states)),
         )
 
-    def _fused_call(self, step_function, model, leading, y, rng):
+    def _fused_call(self, step_function, model, leading, y, rng, n_steps=None):
         """Call a fused step primitive with this step's draws and the weights.
 
         ``leading`` are its arguments before ``y``: the previous cloud, with or
         without its log-weights, and the parents' rows (one per new particle)
-        and then, or not, the carried offsets.
+        and then, or not, the carried offsets. ``n_steps``: the steps of the
+        pass from this one on (None: not known), for what it keeps.
         """
         n_items = len(y)
         # The order of draws of mixtures.draw_mixture_noise.
@@ -482,7 +491,7 @@ class MixtureProposal:
         )
         kept = None
         if traced and self._held_bytes[0] < self.cache_bytes:
-            kept = KeptIntermediates(room=self.cache_bytes - self._held_bytes[0])
+            kept = KeptIntermediates(self.cache_bytes - self._held_bytes[0], n_steps)
         config = StepConfig(
             model.head,
             self.head,
