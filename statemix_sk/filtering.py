@@ -14,6 +14,16 @@ in the *proposal* object handed to :func:`particle_filter`, which supplies
     per particle (None when ``q = f``, which saves computing two equal densities).
     ``context`` is a :class:`PreviousCloud` with the whole previous cloud, for
     proposals and weights that use it (the improved auxiliary filter's do).
+``propose_and_weigh(model, context, y, offsets, rng)`` (optional) -> \
+``(x, log_W, increment)`` or None
+    The whole step at once where every entry of ``y`` is observed and there are
+    no first-stage weights: the new particles, their normalised log-weights
+    (B, N) and the increments (B, 1), with the values that ``propose`` and the
+    weighing below give. ``offsets`` (B, N) are the constants the carried
+    log-weights add to the parents' ``log W`` (see stop-gradient resampling).
+    The learned proposal computes it as one autograd primitive
+    (:func:`statemix_sk.fused.learned_filter_step`); None falls back to
+    ``propose``.
 
 **Several series at once.** ``Y`` may hold ``B`` series of equal length (pad shorter
 ones with NaN rows, which contribute nothing). Their particle clouds are stacked
