@@ -42,6 +42,7 @@ per component; full matrices are called ``*_covariance``. The exact Kalman filte
 the linear-Gaussian model is in :mod:`statemix_sk.kalman`.
 """
 
+import functools
 from typing import Protocol
 
 import autograd.numpy as np
@@ -217,15 +218,53 @@ temporary); measured on a 2-core x86_64: 1.4 us per row at 100,000 rows in
 blocks of 8192, 2.7 us in one block, 1.2 to 1.5 at 10,000 rows."""
 
 
+@functools.cache
+def _neighbours(n_states):
+    """Return where ``x_{i+1}``, ``x_{i-2}``, ``x_{i-1}`` are (cyclic, Lorenz 96)."""
+    coordinates = numpy.arange(n_states)
+    return tuple((coordinates + shift) % n_states for shift in (1, -2, -1))
+
+
 def _rk4(drift, x, dt, n_substeps):
     """Integrate ``dx/dt = drift(x)`` over ``dt`` with ``n_substeps`` RK4 steps."""
     h = dt / n_substeps
+    if not isbox(x):
+        return _rk4_values(drift, numpy.asarray(x, dtype=float), h, n_substeps)
     for _ in range(n_substeps):
         k1 = drift(x)
         k2 = drift(x + 0.5 * h * k1)
         k3 = drift(x + 0.5 * h * k2)
         k4 = drift(x + h * k3)
         x = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return x
+
+
+def _rk4_values(drift, x, h, n_substeps):
+    """:func:`_rk4` on values: the same operations, in place where they can be.
+
+    Additions and products commute bit for bit, so ``t = k * c; t += x`` is
+    ``x + c * k``; the sum of the slopes keeps its order.
+    """
+    for _ in range(n_substeps):
+        k1 = drift(x)
+        stage = k1 * (0.5 * h)
+        stage += x
+        k2 = drift(stage)
+        numpy.multiply(k2, 0.5 * h, out=stage)
+        stage += x
+        k3 = drift(stage)
+        numpy.multiply(k3, h, out=stage)
+        stage += x
+        k4 = drift(stage)
+        # k1 + 2 k2 + 2 k3 + k4, added left to right.
+        k2 *= 2.0
+        k2 += k1
+        k3 *= 2.0
+        k2 += k3
+        k2 += k4
+        k2 *= h / 6.0
+        k2 += x
+        x = k2
     return x
 
 
@@ -329,11 +368,23 @@ class Lorenz96Model(GaussianTransitionModel):
         )
 
     def _drift(self, x):
-        return (
-            (np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1)) * np.roll(x, 1, axis=-1)
-            - x
-            + self.forcing
-        )
+        if isbox(x):
+            return (
+                (np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1))
+                * np.roll(x, 1, axis=-1)
+                - x
+                + self.forcing
+            )
+        # The same operations on values, with the neighbours gathered by index
+        # (numpy.roll costs about ten times a gather on small arrays, and RK4
+        # calls this 20 times per step) and updated in place: the same bits.
+        ahead, two_back, back = _neighbours(numpy.shape(x)[-1])
+        drift = x[..., ahead]
+        drift -= x[..., two_back]
+        drift *= x[..., back]
+        drift -= x
+        drift += self.forcing
+        return drift
 
     def transition_mean(self, x_prev):
         """Integrate the ODE over one step with RK4: the noiseless part."""
