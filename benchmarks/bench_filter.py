@@ -236,7 +236,7 @@ def _mixture(network, head, inputs, centre):
         :, S : S + S * d
     ].reshape(n, S, d)
     raw = outputs[:, S + S * d : S + 2 * S * d].reshape(n, S, d) + head.scale_offset
-    # The sigmoid as the library computes it (networks.sigmoid_into): another
+    # The sigmoid as the library computes it (networks.shifted_sigmoid): another
     # form (0.5 (tanh(raw / 2) + 1)) differs in the last bit, and the learned
     # dynamics amplify such differences over long series until resampling
     # picks another ancestor.

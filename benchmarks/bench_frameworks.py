@@ -376,7 +376,7 @@ def mixture_head(outputs, reference, constants, ops):
     raw = outputs[:, n_components + width : n_components + 2 * width].reshape(
         n_rows, n_components, n_states
     )
-    # The library's sigmoid is 1 / (1 + exp(-z)) (statemix_sk.networks.sigmoid_into,
+    # The library's sigmoid is 1 / (1 + exp(-z)) (statemix_sk.networks.shifted_sigmoid,
     # whose floor at z = -700 only avoids an overflow warning).
     sigmoid = 1.0 / (1.0 + ops.exp(-(raw + constants.scale_offset)))
     means = reference[:, None, :] + increments * constants.location_scale

@@ -434,24 +434,28 @@ def _first_stage(step, model, particles, log_weights):
     return log_eta
 
 
-def _resample(log_weights, log_eta, scheme, ess_threshold, rng, frozen_step):
+def _resample(
+    log_weights, log_resampling, first_stage, scheme, ess_threshold, rng, frozen_step
+):
     """Pick the ancestors (stop-gradient resampling); see the module docstring.
 
-    ``frozen_step`` is None or the frozen run's ``(resampled, ancestors,
-    reference)`` at this step, reused instead of the decisions drawn here. All
-    of it is computed on values: :func:`_carried_log_weights` traces the
-    weights that the new particles carry.
+    ``log_resampling`` is ``log vbar`` (:func:`_log_resampling_weights`);
+    ``first_stage`` whether the proposal has first-stage weights (it then
+    always resamples). ``frozen_step`` is None or the frozen run's
+    ``(resampled, ancestors, reference)`` at this step, reused instead of the
+    decisions drawn here. All of it is computed on values:
+    :func:`_carried_log_weights` traces the weights that the new particles carry.
     """
     n_series, n_particles = numpy.shape(log_weights)
     values = getval(log_weights)
     if frozen_step is not None:
         resample = frozen_step[0]
-    elif log_eta is not None:
+    elif first_stage:
         resample = numpy.ones(n_series, dtype=bool)
     else:
         resample = numpy.array([should_resample(row, ess_threshold) for row in values])
 
-    resampling_values = _log_resampling_weights(values, getval(log_eta))[0]
+    resampling_values = getval(log_resampling)
     ancestors = numpy.broadcast_to(
         numpy.arange(n_particles), (n_series, n_particles)
     ).copy()
@@ -492,10 +496,9 @@ def _log_resampling_weights(log_weights, log_eta):
     return log_v - log_total, log_total
 
 
-def _carried_log_weights(log_weights, log_eta, resampled):
+def _carried_log_weights(log_resampling, log_total, log_eta, resampled):
     """Return the log-weight each new particle carries into the step, (B, N)."""
-    shape = numpy.shape(log_weights)
-    log_resampling, log_total = _log_resampling_weights(log_weights, log_eta)
+    shape = numpy.shape(log_resampling)
     gathered = np.reshape(
         take_rows(np.reshape(log_resampling, (-1,)), resampled.rows), shape
     )
@@ -727,8 +730,16 @@ default="systematic"
         frozen_step = (
             None if frozen is None else tuple(array[:, t] for array in frozen_arrays)
         )
+        # Traced (auxiliary filters); its values decide the ancestors.
+        log_resampling, log_total = _log_resampling_weights(log_weights, log_eta)
         resampled = _resample(
-            log_weights, log_eta, scheme, ess_threshold, rng, frozen_step
+            log_weights,
+            log_resampling,
+            log_eta is not None,
+            scheme,
+            ess_threshold,
+            rng,
+            frozen_step,
         )
         weighed = _propose_and_weigh(
             step, model, particles, log_weights, log_eta, resampled, rng, n_steps - t
@@ -736,7 +747,9 @@ default="systematic"
         if weighed is not None:
             particles, log_weights, increment = weighed
         else:
-            log_carried = _carried_log_weights(log_weights, log_eta, resampled)
+            log_carried = _carried_log_weights(
+                log_resampling, log_total, log_eta, resampled
+            )
             new_particles, log_ratio = _propose(
                 step,
                 model,

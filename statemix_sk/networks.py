@@ -105,23 +105,13 @@ def tanh_into(a):
     return a
 
 
-def sigmoid_into(z):
-    """Overwrite ``z`` with ``1 / (1 + exp(-z))``; return it (see :func:`tanh_into`)."""
-    numpy.negative(z, out=z)
-    return _sigmoid_of_negated(z)
+def shifted_sigmoid(raw, shift=0.0):
+    """Return ``sigmoid(raw + shift) = 1 / (1 + exp(-(raw + shift)))``, new array.
 
-
-def shifted_sigmoid(raw, shift):
-    """Return ``sigmoid(raw + shift)`` in a new array, ``raw`` untouched.
-
-    The same bits as ``sigmoid_into(raw + shift)`` (``-shift - raw`` is
-    ``-(raw + shift)`` exactly), one pass over the array fewer.
+    Computed as ``exp(-shift - raw)`` (``-shift - raw`` is ``-(raw + shift)``
+    exactly) in place, with the exponent capped (see :func:`tanh_into`).
     """
-    return _sigmoid_of_negated(numpy.subtract(-shift, raw))
-
-
-def _sigmoid_of_negated(negated):
-    """Overwrite ``negated`` (``-z``) with ``sigmoid(z)``; return it."""
+    negated = numpy.subtract(-shift, raw)
     numpy.minimum(negated, -_SIGMOID_FLOOR, out=negated)
     numpy.exp(negated, out=negated)
     numpy.add(negated, 1.0, out=negated)
@@ -377,7 +367,7 @@ def make_mixture_head(
 
 
 def _sigmoid(z):
-    return sigmoid_into(numpy.array(z, dtype=float))
+    return shifted_sigmoid(numpy.asarray(z, dtype=float))
 
 
 @primitive
