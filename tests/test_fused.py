@@ -360,11 +360,8 @@ STEP_CASES = [
 ]
 
 
-@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
-@pytest.mark.parametrize("case", STEP_CASES, ids=range(len(STEP_CASES)))
-def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
-    case, keep
-):
+def _step_problem(case, rng):
+    """A STEP_CASES case's rows, observation, pieces, parameters and particles."""
     (
         rows,
         n_previous,
@@ -377,9 +374,6 @@ def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
         dense_scale,
         periodic,
     ) = case
-    rng = np.random.default_rng(len(rows))
-    np.random.seed(0)  # noqa: NPY002 (check_grads draws directions from it)
-    rows = np.array(rows)
     observation = _random_observation(observation_kind, n_states, n_outputs, rng)
     pieces = _random_pieces(
         rng,
@@ -391,11 +385,45 @@ def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
     )
     params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, 0.3)
     particles = pieces.input_stats.mean + rng.standard_normal((n_previous, n_states))
-    y = rng.standard_normal((len(rows), observation.n_outputs))
-    noise = rng.standard_normal((len(rows), n_states))
+    return np.array(rows), observation, pieces, params, particles
+
+
+def _step_draws(pieces, params, particles, rows, rng):
+    """``y``, the normal draws and component uniforms away from every boundary."""
+    y = rng.standard_normal((len(rows), pieces.observation.n_outputs))
+    noise = rng.standard_normal((len(rows), particles.shape[1]))
     cumulative = _proposal_cumulative_weights(pieces, params, particles[rows], y)
     uniforms = _uniforms_inside_components(cumulative, rng)
     assert np.min(np.abs(cumulative - uniforms[:, None])) > COMPONENT_MARGIN
+    return y, noise, uniforms
+
+
+def _assert_step_agrees(fused_step, reference_step, inputs, rng):
+    """The fused step passes check_grads and equals its reference composition."""
+    check_grads(fused_step, modes=["rev"], order=1)(inputs)
+    reference_value = reference_step(inputs)
+    np.testing.assert_allclose(
+        fused_step(inputs),
+        reference_value,
+        rtol=VALUE_RTOL,
+        atol=1e-12 * np.max(np.abs(reference_value)),
+    )
+    weighting = rng.standard_normal(reference_value.shape)
+    _assert_gradients_agree(
+        grad(lambda inputs: anp.sum(weighting * fused_step(inputs)))(inputs),
+        grad(lambda inputs: anp.sum(weighting * reference_step(inputs)))(inputs),
+    )
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
+@pytest.mark.parametrize("case", STEP_CASES, ids=range(len(STEP_CASES)))
+def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
+    case, keep
+):
+    rng = np.random.default_rng(len(case[0]))
+    np.random.seed(0)  # noqa: NPY002 (check_grads draws directions from it)
+    rows, observation, pieces, params, particles = _step_problem(case, rng)
+    y, noise, uniforms = _step_draws(pieces, params, particles, rows, rng)
     model, proposal = _build(pieces, params, fused=False)
     config = StepConfig(
         pieces.transition_head,
@@ -427,19 +455,7 @@ def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
         return anp.concatenate([x, log_ratio[:, None]], axis=1)
 
     inputs = (particles, [*model.params["arrays"], *proposal.params["arrays"]])
-    check_grads(fused_step, modes=["rev"], order=1)(inputs)
-    reference_value = reference_step(inputs)
-    np.testing.assert_allclose(
-        fused_step(inputs),
-        reference_value,
-        rtol=VALUE_RTOL,
-        atol=1e-12 * np.max(np.abs(reference_value)),
-    )
-    weighting = rng.standard_normal(reference_value.shape)
-    _assert_gradients_agree(
-        grad(lambda inputs: anp.sum(weighting * fused_step(inputs)))(inputs),
-        grad(lambda inputs: anp.sum(weighting * reference_step(inputs)))(inputs),
-    )
+    _assert_step_agrees(fused_step, reference_step, inputs, rng)
 
 
 @pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
@@ -449,41 +465,16 @@ def test_learned_filter_step_passes_check_grads_and_equals_the_composition(case,
     # the particles, the parents' log-weights and the weights, and against the
     # composition the filter loop makes of the reference proposal and its
     # weighing.
-    (
-        rows,
-        n_previous,
-        n_states,
-        transition_components,
-        proposal_components,
-        hidden_layer_sizes,
-        observation_kind,
-        n_outputs,
-        dense_scale,
-        periodic,
-    ) = case
-    rng = np.random.default_rng(100 + len(rows))
+    rng = np.random.default_rng(100 + len(case[0]))
     np.random.seed(1)  # noqa: NPY002 (check_grads draws directions from it)
-    rows = np.array(rows)
+    rows, observation, pieces, params, particles = _step_problem(case, rng)
     # Two series where the sizes split evenly, one otherwise.
+    n_previous = len(particles)
     n_series = 2 if len(rows) % 2 == 0 and n_previous % 2 == 0 else 1
-    observation = _random_observation(observation_kind, n_states, n_outputs, rng)
-    pieces = _random_pieces(
-        rng,
-        n_states,
-        observation,
-        transition_components,
-        proposal_components,
-        periodic=periodic,
-    )
-    params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, 0.3)
-    particles = pieces.input_stats.mean + rng.standard_normal((n_previous, n_states))
     log_weights = rng.standard_normal((n_series, n_previous // n_series))
     log_weights -= logsumexp(log_weights, axis=1, keepdims=True)
     offsets = rng.uniform(-2.0, 0.0, (n_series, len(rows) // n_series))
-    y = rng.standard_normal((len(rows), observation.n_outputs))
-    noise = rng.standard_normal((len(rows), n_states))
-    cumulative = _proposal_cumulative_weights(pieces, params, particles[rows], y)
-    uniforms = _uniforms_inside_components(cumulative, rng)
+    y, noise, uniforms = _step_draws(pieces, params, particles, rows, rng)
     model, proposal = _build(pieces, params, fused=False)
     n_transition_arrays = len(model.params["arrays"])
     config = StepConfig(
@@ -536,19 +527,7 @@ def test_learned_filter_step_passes_check_grads_and_equals_the_composition(case,
         log_weights,
         [*model.params["arrays"], *proposal.params["arrays"]],
     )
-    check_grads(fused_step, modes=["rev"], order=1)(inputs)
-    reference_value = reference_step(inputs)
-    np.testing.assert_allclose(
-        fused_step(inputs),
-        reference_value,
-        rtol=VALUE_RTOL,
-        atol=1e-12 * np.max(np.abs(reference_value)),
-    )
-    weighting = rng.standard_normal(reference_value.shape)
-    _assert_gradients_agree(
-        grad(lambda inputs: anp.sum(weighting * fused_step(inputs)))(inputs),
-        grad(lambda inputs: anp.sum(weighting * reference_step(inputs)))(inputs),
-    )
+    _assert_step_agrees(fused_step, reference_step, inputs, rng)
 
 
 def test_learned_proposal_step_refuses_gradients_of_its_constants():
