@@ -265,13 +265,15 @@ def linear_dynamics_by_moments(states, noise_covariance, mean, *, min_pairs=None
     Parameters
     ----------
     states : list of ndarray of shape (n_steps_i, n_states)
-        Noisy state estimates; pairs of consecutive rows with a NaN are skipped.
+        Noisy state estimates; NaN entries are missing. Each moment averages
+        the pairs of consecutive rows where its two entries are observed.
     noise_covariance : array-like of shape (n_states, n_states)
         ``E``, the covariance of the estimates' noise.
     mean : array-like of shape (n_states,)
         ``mu``, the stationary mean.
     min_pairs : int, default=None
-        Fewest usable pairs; None means ``2 * n_states + 2``.
+        Fewest pairs observing each entry pair of ``Cov(s_t, s_{t-1})``; None
+        means ``2 * n_states + 2``.
 
     Returns
     -------
@@ -294,17 +296,18 @@ def linear_dynamics_by_moments(states, noise_covariance, mean, *, min_pairs=None
     previous, current = [], []
     for one in states:
         one = numpy.asarray(one, dtype=float) - mean
-        usable = numpy.all(numpy.isfinite(one[1:]), 1) & numpy.all(
-            numpy.isfinite(one[:-1]), 1
-        )
-        previous.append(one[:-1][usable])
-        current.append(one[1:][usable])
+        previous.append(one[:-1])
+        current.append(one[1:])
     previous, current = numpy.concatenate(previous), numpy.concatenate(current)
-    if len(previous) < min_pairs:
-        return None, None
+    # Each moment is averaged over the pairs (rows) where both of its entries
+    # are observed, not only over rows observed in full: with 30% of ten entries
+    # missing at random, 0.7**20 = 0.08% of the pairs are complete. With
+    # nothing missing these are the plain products, as before.
     both = numpy.concatenate([previous, current])
-    lag0 = both.T @ both / len(both)
-    lag1 = current.T @ previous / len(previous)
+    lag0 = _available_case_product(both, both)
+    lag1, n_pairs = _available_case_product(current, previous, counts=True)
+    if n_pairs.min() < min_pairs:
+        return None, None
     values, vectors = numpy.linalg.eigh(
         lag0 - numpy.asarray(noise_covariance, dtype=float)
     )
@@ -317,6 +320,28 @@ def linear_dynamics_by_moments(states, noise_covariance, mean, *, min_pairs=None
     process = stationary - transition_matrix @ stationary @ transition_matrix.T
     process_variance = numpy.maximum(numpy.diag(process), 1e-4 * numpy.diag(stationary))
     return transition_matrix, process_variance
+
+
+def _available_case_product(left, right, counts=False):
+    """Return ``left.T @ right / n``, each entry over the rows observing its pair.
+
+    ``n[i, j]`` counts the rows where ``left[:, i]`` and ``right[:, j]`` are both
+    finite (NaN is missing). With ``counts``, also return ``n``.
+    """
+    left_observed = numpy.isfinite(left)
+    right_observed = numpy.isfinite(right)
+    if left_observed.all() and right_observed.all():
+        # The plain product (for left is right, NumPy's symmetric one).
+        product = left.T @ right / len(left)
+        return (product, numpy.full(product.shape, len(left))) if counts else product
+    n = left_observed.T.astype(float) @ right_observed.astype(float)
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        product = (
+            numpy.where(left_observed, left, 0.0).T
+            @ numpy.where(right_observed, right, 0.0)
+            / n
+        )
+    return (product, n) if counts else product
 
 
 def _stabilise(transition_matrix, max_radius=0.999):

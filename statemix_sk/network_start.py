@@ -45,6 +45,7 @@ from .training import adam_init, adam_update, all_finite, clip_by_norm
 __all__ = [
     "dynamics_start",
     "fit_transition_to_states",
+    "least_squares_states",
     "linear_smoother",
     "particle_smoother",
     "proposal_start",
@@ -69,6 +70,32 @@ def _spread(values, axis):
         warnings.simplefilter("ignore", RuntimeWarning)
         spread = numpy.nanstd(values, axis=axis)
     return numpy.where(numpy.isfinite(spread) & (spread > 0), spread, 1.0)
+
+
+def least_squares_states(Y, inverse):
+    """Return ``pinv(H) y`` per row, NaN where a state needs a missing entry.
+
+    ``inverse`` is ``pinv(H)``. State ``j`` of a row is
+    ``sum_k inverse[j, k] y[k]``: it is known where every ``y[k]`` with a
+    non-zero weight is observed (for ``H = I``, where ``y[j]`` is), and NaN
+    otherwise, rather than NaN wherever the row misses any entry. Weights
+    under ``1e-12`` of the largest count as zero (``pinv`` leaves rounding
+    where a block-diagonal ``H`` has exact zeros).
+
+    Raises
+    ------
+    ValueError
+        Where a known state overflows float64.
+    """
+    missing = numpy.isnan(Y)
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        states = numpy.where(missing, 0.0, Y) @ inverse.T
+    weighs = numpy.abs(inverse) > 1e-12 * numpy.abs(inverse).max()
+    unknown = (missing.astype(float) @ weighs.T) > 0
+    if not numpy.all(numpy.isfinite(states[~unknown])):
+        raise ValueError("They overflow float64.")
+    states[unknown] = numpy.nan
+    return states
 
 
 def state_statistics(
@@ -98,13 +125,9 @@ def state_statistics(
     matrix = getattr(observation, "observation_matrix", None)
     if matrix is not None:
         inverse = numpy.linalg.pinv(matrix)
-        with numpy.errstate(over="ignore", invalid="ignore"):
-            states = [one @ inverse.T for one in series]  # NaN stays NaN
-        stacked = numpy.concatenate(states)
-        complete = ~numpy.any(numpy.isnan(numpy.concatenate(series)), axis=1)
         try:
-            if not numpy.all(numpy.isfinite(stacked[complete])):
-                raise ValueError("They overflow float64.")
+            states = [least_squares_states(one, inverse) for one in series]
+            stacked = numpy.concatenate(states)
             check_magnitude(stacked, "pinv(observation_matrix) @ Y")
         except ValueError as exc:
             raise ValueError(
@@ -168,7 +191,7 @@ def dynamics_start(
         return None, increments, None
     inverse = numpy.linalg.pinv(matrix)
     transition_matrix, process_variance = linear_dynamics_by_moments(
-        [one @ inverse.T for one in series],
+        [least_squares_states(one, inverse) for one in series],
         inverse @ observation.noise_covariance @ inverse.T,
         stats.mean,
     )

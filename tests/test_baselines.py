@@ -5,6 +5,7 @@ import pytest
 
 from statemix_sk.datasets import make_linear_gaussian
 from statemix_sk.kalman import (
+    _available_case_product,
     kalman_filter,
     linear_dynamics_by_em,
     linear_dynamics_by_moments,
@@ -131,6 +132,75 @@ def test_moments_need_enough_pairs_and_keep_the_dynamics_stable():
     A, q = linear_dynamics_by_moments([walk], np.zeros((2, 2)), walk.mean(0))
     assert np.abs(np.linalg.eigvals(A)).max() <= 0.999 + 1e-12
     assert np.all(q > 0)
+
+
+def _moments_by_definition(states, mean):
+    """Lag-0 and lag-1 moments entry by entry, each over the rows observing it."""
+    previous = np.concatenate([one[:-1] for one in states]) - mean
+    current = np.concatenate([one[1:] for one in states]) - mean
+    both = np.concatenate([previous, current])
+    n_states = mean.size
+    lag0, lag1 = np.empty((n_states, n_states)), np.empty((n_states, n_states))
+    for i in range(n_states):
+        for j in range(n_states):
+            seen = ~np.isnan(both[:, i]) & ~np.isnan(both[:, j])
+            lag0[i, j] = np.mean(both[seen, i] * both[seen, j])
+            seen = ~np.isnan(current[:, i]) & ~np.isnan(previous[:, j])
+            lag1[i, j] = np.mean(current[seen, i] * previous[seen, j])
+    return lag0, lag1
+
+
+def test_moments_use_every_pair_that_observes_an_entry_pair():
+    # 30% of 3 entries missing at random: 0.7**6 = 12% of the pairs are
+    # complete, but every moment is estimated from the ~49% of the pairs that
+    # observe its two entries.
+    Y, _, model = make_linear_gaussian(
+        5000, n_states=3, observation_noise=0.7, random_state=4
+    )
+    Y = Y.copy()
+    Y[np.random.default_rng(4).random(Y.shape) < 0.3] = np.nan
+    mean = np.nanmean(Y, axis=0)
+    R = model.observation.noise_covariance
+    lag0, lag1 = _moments_by_definition([Y], mean)
+    # The estimator's A from moments computed entry by entry (H = I: the
+    # states are the observations).
+    values, vectors = np.linalg.eigh(lag0 - R)
+    expected = lag1 @ np.linalg.inv((vectors * values) @ vectors.T)
+    A, q = linear_dynamics_by_moments([Y], R, mean)
+    np.testing.assert_allclose(A, expected, rtol=1e-10, atol=1e-12)
+    # Each entry of A averages ~2,400 pairs: its standard error is about
+    # 1 / sqrt(2400) times a few (noise 0.7 against a unit-scale state),
+    # under 0.05; 0.15 is three of those.
+    assert np.max(np.abs(A - model.transition_matrix)) < 0.15
+    assert np.all(q > 0)
+    # Only the complete pairs: too few once the rows are long, so the
+    # available-case moments are what make a start possible at all.
+    wide = np.where(np.random.default_rng(5).random((300, 10)) < 0.3, np.nan, 1.0)
+    complete_pairs = np.sum(~np.isnan(wide[1:] + wide[:-1]).any(axis=1))
+    assert complete_pairs < 2 * 10 + 2
+    walk = np.cumsum(np.random.default_rng(6).normal(size=(300, 10)), 0) * wide
+    A, _ = linear_dynamics_by_moments([walk], np.eye(10), np.nanmean(walk, 0))
+    assert A is not None and np.all(np.isfinite(A))
+
+
+def test_moments_of_complete_rows_are_the_complete_case_products():
+    Y, _, _ = make_linear_gaussian(200, 2, n_states=3, random_state=5)
+    mean = Y.reshape(-1, 3).mean(0)
+    lag0, lag1 = _moments_by_definition(list(Y), mean)
+    previous = np.concatenate([one[:-1] for one in Y]) - mean
+    current = np.concatenate([one[1:] for one in Y]) - mean
+    both = np.concatenate([previous, current])
+    # The plain products (what the estimator computed before it handled
+    # missing entries), and with nothing missing, their bits.
+    np.testing.assert_allclose(lag0, both.T @ both / len(both), rtol=1e-13)
+    np.testing.assert_allclose(lag1, current.T @ previous / len(previous), rtol=1e-13)
+    assert np.array_equal(
+        _available_case_product(both, both), both.T @ both / len(both)
+    )
+    assert np.array_equal(
+        _available_case_product(current, previous),
+        current.T @ previous / len(previous),
+    )
 
 
 def test_random_walk_model_reads_the_increment_variance_off_the_data():
