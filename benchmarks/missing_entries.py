@@ -2,9 +2,9 @@
 
 Run by hand, never part of the test suite::
 
-    python benchmarks/missing_entries.py              # 50 training series, ~15 min
+    python benchmarks/missing_entries.py              # 50 training series, ~25 min
     python benchmarks/missing_entries.py --quick      # a smoke run, small sizes
-    python benchmarks/missing_entries.py --before     # also the filter as it was
+    python benchmarks/missing_entries.py --variants indicator no-indicator before
 
 Issue 17 asks what the learned proposal gives on partly observed data. On
 stochastic Lorenz 96 (the reproduce definition: d = 10, every state observed
@@ -16,30 +16,44 @@ the training series; every filter then filters the held-out series
 ``--passes`` times, each pass with its own seed, and the table gives the MSE of
 the filtered means against the true states and the log-likelihood per observed
 step, averaged over passes; the standard errors and the paired differences are
-over the test series. The filters:
+over the test series. Each variant (``--variants``; the fits run in parallel
+with ``--n-jobs``) is one fit of the estimator, scored twice:
 
-- **learned, its proposal**: the fitted estimator's filter (``proposal_``; the
-  learned proposal if validation kept it, ``uses_proposal_``), which at a partly
-  observed step sees the observed entries' innovation and 0 for the missing ones;
-- **learned, transition as proposal**: the same learned model, bootstrap filter;
-- **before** (``--before``): a second fit with the proposal replaced by the
-  transition wherever an entry is missing, as the filter did before issue 17
-  (``MixtureProposal.handles_missing_entries = False``), filtered the same way;
-- the true model's bootstrap filter and locally optimal filter (which conditions
-  on the observed entries: exact, tested against the masked Kalman filter).
+- **its proposal**: the fitted estimator's filter (``proposal_``; the learned
+  proposal if validation kept it, ``uses_proposal_``);
+- **transition as proposal**: the same learned model, bootstrap filter.
+
+The variants:
+
+- ``indicator``, the estimator as it is: at a partly observed step the proposal
+  network sees the observed entries' innovation, 0 for the missing ones, and
+  the missing-entry indicator (``StateMixSpec.missing_indicator``);
+- ``no-indicator``: the same without the indicator (the network cannot tell a
+  missing entry from one observed exactly as predicted);
+- ``before``: the proposal replaced by the transition wherever an entry is
+  missing, as the filter did before issue 17
+  (``MixtureProposal.handles_missing_entries = False``), filtered the same way.
+
+Then the true model's bootstrap filter and locally optimal filter (which
+conditions on the observed entries: exact, tested against the masked Kalman
+filter). Paired differences are against the first variant's filter.
 """
 
 import argparse
 import platform
 import time
+from unittest import mock
 
 import numpy
+from joblib import Parallel, delayed
 
-from statemix_sk import StateMixFilter
+from statemix_sk import StateMixFilter, estimator
 from statemix_sk.baselines import LocallyOptimalProposal
 from statemix_sk.experiments import EXPERIMENTS
 from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import MixtureProposal
+
+VARIANTS = ("indicator", "no-indicator", "before")
 
 
 def with_missing_entries(Y, fraction, rng):
@@ -49,22 +63,35 @@ def with_missing_entries(Y, fraction, rng):
     return Y
 
 
-def fit(Y_train, model, seed, handles_missing, max_iter):
-    """Fit the estimator's defaults, the proposal using partial steps or not."""
-    MixtureProposal.handles_missing_entries = handles_missing
+def fit(Y_train, model, seed, variant, max_iter):
+    """Fit the estimator's defaults as ``variant`` (see the module docstring)."""
+    with_indicator = variant == "indicator"
+    original = estimator.start_spec
+
+    def start_spec(*args, **kwargs):
+        if not with_indicator:
+            kwargs["missing_indicator"] = False
+        return original(*args, **kwargs)
+
+    MixtureProposal.handles_missing_entries = variant != "before"
     try:
-        estimator = StateMixFilter(
-            observation=model.observation,
-            initial_state_mean=model.initial_mean,
-            initial_state_scale=model.initial_scale,
-            random_state=seed,
-            **({} if max_iter is None else {"max_iter": max_iter}),
-        )
-        start = time.perf_counter()
-        estimator.fit(Y_train)
-        return estimator, time.perf_counter() - start
+        with mock.patch.object(estimator, "start_spec", start_spec):
+            fitted = StateMixFilter(
+                observation=model.observation,
+                initial_state_mean=model.initial_mean,
+                initial_state_scale=model.initial_scale,
+                random_state=seed,
+                **({} if max_iter is None else {"max_iter": max_iter}),
+            )
+            start = time.perf_counter()
+            fitted.fit(Y_train)
+            seconds = time.perf_counter() - start
     finally:
         MixtureProposal.handles_missing_entries = True
+    assert fitted.spec_.missing_indicator == (
+        with_indicator and bool(numpy.isnan(Y_train).any())
+    )
+    return fitted, seconds
 
 
 def score(Y, X, model, proposal, n_particles, passes, handles_missing=True):
@@ -95,15 +122,21 @@ def mean_and_error(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
-    parser.add_argument("--before", action="store_true", help="also fit as before")
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=["indicator"]
+    )
+    parser.add_argument("--n-jobs", type=int, default=1, help="fits in parallel")
     parser.add_argument("--fraction", type=float, default=0.3)
     parser.add_argument("--n-train", type=int, default=50)
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--n-particles", type=int, default=100)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-iter", type=int, default=None, help="the estimator's (its default)"
+    )
     args = parser.parse_args()
-    max_iter = None
+    max_iter = args.max_iter
     if args.quick:
         args.n_train, args.n_test, args.passes, max_iter = 5, 5, 2, 3
 
@@ -122,46 +155,47 @@ def main():
         f"Python {platform.python_version()}.\n"
     )
 
+    fits = Parallel(n_jobs=args.n_jobs)(
+        delayed(fit)(Y_train, model, args.seed, variant, max_iter)
+        for variant in args.variants
+    )
     rows = {}
-    estimator, seconds = fit(Y_train, model, args.seed, True, max_iter)
-    print(
-        f"fit: {seconds:.0f} s, {estimator.n_iter_} epochs, start "
-        f"{estimator.start_!r}, uses its proposal: {estimator.uses_proposal_}"
-    )
     common = (args.n_particles, args.passes)
-    rows["learned, its proposal"] = score(
-        Y_test, X_test, estimator.model_, estimator.proposal_, *common
-    )
-    rows["learned, transition as proposal"] = score(
-        Y_test, X_test, estimator.model_, None, *common
-    )
-    if args.before:
-        before, seconds = fit(Y_train, model, args.seed, False, max_iter)
+    for variant, (fitted, seconds) in zip(args.variants, fits, strict=True):
         print(
-            f"fit before: {seconds:.0f} s, {before.n_iter_} epochs, uses its "
-            f"proposal: {before.uses_proposal_}"
+            f"fit {variant}: {seconds:.0f} s, {fitted.n_iter_} epochs, start "
+            f"{fitted.start_!r}, uses its proposal: {fitted.uses_proposal_}"
         )
-        rows["before: proposal only at complete steps"] = score(
-            Y_test, X_test, before.model_, before.proposal_, *common, False
+        rows[f"{variant}: its proposal"] = score(
+            Y_test,
+            X_test,
+            fitted.model_,
+            fitted.proposal_,
+            *common,
+            variant != "before",
+        )
+        rows[f"{variant}: transition as proposal"] = score(
+            Y_test, X_test, fitted.model_, None, *common
         )
     rows["true model, bootstrap"] = score(Y_test, X_test, model, None, *common)
     rows["true model, locally optimal"] = score(
         Y_test, X_test, model, LocallyOptimalProposal(model), *common
     )
 
-    reference = rows["learned, transition as proposal"][0]
+    reference_mse, reference_ll = rows[f"{args.variants[0]}: its proposal"]
     print(
-        "\n| filter | MSE | s.e. | minus learned transition's, paired | "
-        "log-lik/step | s.e. |"
+        f"\n| filter | MSE | s.e. | minus {args.variants[0]}'s, paired | "
+        "log-lik/step | s.e. | minus its, paired |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, (mse, log_likelihood) in rows.items():
         m, e = mean_and_error(mse)
-        d, de = mean_and_error(mse - reference)
+        d, de = mean_and_error(mse - reference_mse)
         ll, lle = mean_and_error(log_likelihood)
+        dl, dle = mean_and_error(log_likelihood - reference_ll)
         print(
             f"| {name} | {m:.3f} | {e:.3f} | {d:+.3f} +/- {de:.3f} | "
-            f"{ll:.2f} | {lle:.2f} |"
+            f"{ll:.2f} | {lle:.2f} | {dl:+.2f} +/- {dle:.2f} |"
         )
 
 

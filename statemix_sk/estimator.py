@@ -636,6 +636,8 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             hidden_layer_sizes=hidden,
             n_components=self.n_components,
             covariance_type=self.covariance_type,
+            # Only where the data can teach it what a missing entry means.
+            missing_indicator=any(numpy.isnan(one).any() for one in all_series),
         )
         spec = make_spec(transition_scale)
         start = "linear" if linear is not None else "random_walk"

@@ -80,6 +80,9 @@ class StepConfig(NamedTuple):
     """A :class:`KeptIntermediates` in which the forward pass leaves its
     intermediates for the backward pass, or None: the backward pass recomputes
     them."""
+    missing_indicator: bool = False
+    """Whether the proposal network also sees which entries of ``y`` are missing
+    (:func:`missing_indicator`, after the innovation)."""
 
 
 class KeptIntermediates:
@@ -232,6 +235,11 @@ def scaled_innovation(y, predicted, noise_scale):
     return anp.where(observed, (filled - predicted) / noise_scale, 0.0)
 
 
+def missing_indicator(y):
+    """Return 1.0 where ``y`` is missing (NaN), 0.0 where it is observed."""
+    return numpy.isnan(y).astype(float)
+
+
 def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
     """Run the whole step on values; return the sample and what the backward needs.
 
@@ -251,7 +259,10 @@ def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
     f_weights = numpy.exp(f_log_weights)
     centre = sum_components(f_weights[:, :, None] * f_means)
     innovation = scaled_innovation(y, observation.mean(centre), observation.noise_scale)
-    proposal_inputs = numpy.concatenate([standardized, innovation], axis=1)
+    parts = [standardized, innovation]
+    if config.missing_indicator:
+        parts.append(missing_indicator(y))
+    proposal_inputs = numpy.concatenate(parts, axis=1)
     q_outputs, q_activations = _network_forward(proposal_arrays, proposal_inputs)
     q_logits, q_means, q_sigmoid = _head_forward(
         config.proposal_head, q_outputs, centre
@@ -400,7 +411,10 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
     )
     d_standardized = d_inputs[:, :n_inputs]
     # innovation = (y - h(centre)) / noise_scale, zero where y is missing.
-    d_predicted = -d_inputs[:, n_inputs:] / observation.noise_scale
+    # (The missing indicator's columns, if any, come after: constants.)
+    d_predicted = (
+        -d_inputs[:, n_inputs : n_inputs + y.shape[1]] / observation.noise_scale
+    )
     observed = ~numpy.isnan(y)
     if not observed.all():
         d_predicted = numpy.where(observed, d_predicted, 0.0)

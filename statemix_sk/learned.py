@@ -11,7 +11,9 @@
   easy to learn, and centring on ``m`` lets the proposal follow the transition as it
   learns. At a partly observed step the missing entries' innovation is 0 (no
   correction from them; :func:`statemix_sk.fused.scaled_innovation`), so the
-  proposal still uses the observed entries.
+  proposal still uses the observed entries; trained on data with missing
+  entries, the network also sees which entries are missing
+  (:attr:`StateMixSpec.missing_indicator`).
 
 Each network is a dense ``tanh`` network plus a linear map of its input added to its
 outputs (``{"layers": [(W, b), ...], "linear": L}``): the linear part lets a network
@@ -37,6 +39,7 @@ from .fused import (
     StepConfig,
     learned_filter_step,
     learned_proposal_step,
+    missing_indicator,
     scaled_innovation,
     take_block,
 )
@@ -337,7 +340,8 @@ class MixtureProposal:
     ----------
     params : dict
         The proposal network (see :func:`init_mixture_network`), input size
-        ``input_width(input_stats) + n_outputs``.
+        ``input_width(input_stats) + n_outputs`` (twice ``n_outputs`` with
+        ``missing_indicator``).
     head : MixtureHead
     input_stats : Standardizer
         Fixed statistics standardising the previous state (the innovation part of
@@ -355,20 +359,34 @@ class MixtureProposal:
         (recomputing costs about a third of a value-and-gradient). Counted over
         the steps held at once; beyond it, steps recompute. 0 always
         recomputes. The results are the same either way.
+    missing_indicator : bool, default=False
+        Whether the network also sees, after the innovation, which entries of
+        ``y_t`` are missing (1.0) or observed (0.0). Without it a missing
+        entry looks like one observed exactly where predicted (innovation 0),
+        so the proposal cannot narrow the observed entries' spread and keep
+        the missing ones' (see :attr:`StateMixSpec.missing_indicator`).
     """
 
     handles_missing_entries = True
     """The filter gives it partly observed steps: the missing entries' innovation
-    is 0 (see :func:`statemix_sk.fused.scaled_innovation`)."""
+    is 0 (see :func:`statemix_sk.fused.scaled_innovation`), and with
+    ``missing_indicator`` the network is told which entries those are."""
 
     def __init__(
-        self, params, head, input_stats, fused=True, cache_bytes=DEFAULT_CACHE_BYTES
+        self,
+        params,
+        head,
+        input_stats,
+        fused=True,
+        cache_bytes=DEFAULT_CACHE_BYTES,
+        missing_indicator=False,
     ):
         self.params = _unpack(params)
         self.head = head
         self.input_stats = input_stats
         self.fused = fused
         self.cache_bytes = cache_bytes
+        self.missing_indicator = missing_indicator
         # Bytes held now by this proposal's KeptIntermediates, in a list that
         # their finalizers update (a closure on self would keep it alive).
         self._held_bytes = [0]
@@ -410,9 +428,10 @@ class MixtureProposal:
         innovation = scaled_innovation(
             y, observation.mean(centre), observation.noise_scale
         )
-        inputs = np.concatenate(
-            [standardize(x_prev, self.input_stats), innovation], axis=1
-        )
+        parts = [standardize(x_prev, self.input_stats), innovation]
+        if self.missing_indicator:
+            parts.append(missing_indicator(y))
+        inputs = np.concatenate(parts, axis=1)
         proposal = _mixture_around(
             centre, self.head, apply_mixture_network(self.params, inputs)
         )
@@ -499,6 +518,7 @@ class MixtureProposal:
             model.observation,
             len(model.params["arrays"]),
             kept,
+            self.missing_indicator,
         )
         step = step_function(
             *leading,
@@ -547,6 +567,11 @@ particle_filter`; :meth:`init_params` draws such a dict.
     transition_params: object = None
     """A transition network to start from (a fitted start, copied by
     :meth:`init_params`); None draws one."""
+    missing_indicator: bool = False
+    """Whether the proposal network also sees which entries of ``y_t`` are
+    missing (see :class:`MixtureProposal`): the estimator sets it when its
+    training data have missing entries. Its weights start at zero, and with
+    every entry observed the indicator is 0, so it changes nothing there."""
 
     def _linear_start(self, head, n_inputs, first_input, matrix):
         """Linear part whose increments are ``matrix @ inputs[first_input:]``."""
@@ -575,7 +600,9 @@ particle_filter`; :meth:`init_params` draws such a dict.
         start, when the heads' initial scales match; zero: the transition).
         """
         n_state_inputs = input_width(self.input_stats)
-        n_proposal_inputs = n_state_inputs + self.observation.n_outputs
+        n_proposal_inputs = n_state_inputs + self.observation.n_outputs * (
+            2 if self.missing_indicator else 1
+        )
         transition = init_mixture_network(
             self.transition_head,
             n_state_inputs,
@@ -616,7 +643,10 @@ particle_filter`; :meth:`init_params` draws such a dict.
             self.initial_scale,
         )
         proposal = MixtureProposal(
-            params["proposal"], self.proposal_head, self.input_stats
+            params["proposal"],
+            self.proposal_head,
+            self.input_stats,
+            missing_indicator=self.missing_indicator,
         )
         return model, proposal
 

@@ -248,13 +248,15 @@ def start_spec(
     hidden_layer_sizes,
     n_components,
     covariance_type,
+    missing_indicator=False,
 ):
     """Return the StateMixSpec whose proposal starts for a noise ``noise_scale``.
 
     The transition's mixture starts with spread ``transition_scale`` (and, with
     ``transition_params``, those network parameters); the proposal starts as the
     locally optimal proposal for a Gaussian transition of noise ``noise_scale``,
-    around the transition's mean (:func:`proposal_start`).
+    around the transition's mean (:func:`proposal_start`). ``missing_indicator``:
+    see :attr:`statemix_sk.learned.StateMixSpec.missing_indicator`.
     """
 
     def head(initial_scale):
@@ -279,6 +281,7 @@ def start_spec(
         transition_drift=drift,
         proposal_gain=gain,
         transition_params=transition_params,
+        missing_indicator=missing_indicator,
     )
 
 

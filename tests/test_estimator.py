@@ -155,10 +155,15 @@ def test_missing_values_work_in_fit_predict_and_score(data):
     model = fit(tiny(), Y)
     assert np.all(np.isfinite(model.predict(Y)))
     assert np.isfinite(model.score(Y))
+    assert model.spec_.missing_indicator
     increments = model.score_samples(Y)
     assert increments[0, 5] == 0.0
     assert np.all(np.isfinite(increments))
     assert np.isfinite(model.score(Y[0]))
+
+
+def test_complete_data_give_the_proposal_no_missing_indicator(fitted):
+    assert not fitted.spec_.missing_indicator
 
 
 def test_partly_observed_steps_train_the_proposal_without_autograd_warnings(data):
@@ -174,6 +179,12 @@ def test_partly_observed_steps_train_the_proposal_without_autograd_warnings(data
     assert np.isnan(Y).any(axis=-1).all()
     model = fit(tiny(update="alternating", max_iter=2), Y)
     assert np.all(np.isfinite(model.predict(Y)))
+    # Data with missing entries give the proposal network the missing-entry
+    # indicator as inputs (after the state and the innovation).
+    assert model.spec_.missing_indicator
+    n_outputs = Y.shape[-1]
+    n_inputs = model.params_["proposal"]["linear"].shape[0]
+    assert n_inputs == model.params_["transition"]["linear"].shape[0] + 2 * n_outputs
 
     gradient = grad(
         lambda p: mean_log_likelihood(
@@ -181,6 +192,9 @@ def test_partly_observed_steps_train_the_proposal_without_autograd_warnings(data
         )
     )(model.params_)
     assert np.linalg.norm(flat(gradient["proposal"])) > 0
+    # ... and training moves the indicator's weights.
+    indicator_rows = slice(n_inputs - n_outputs, n_inputs)
+    assert np.linalg.norm(gradient["proposal"]["linear"][indicator_rows]) > 0
 
 
 @pytest.mark.parametrize("structure", ["2-D", "3-D", "list"])

@@ -171,10 +171,22 @@ def _random_network(head, n_inputs, hidden_layer_sizes, rng, dense_scale, linear
     return {"layers": layers, "linear": linear}
 
 
-def _random_params(pieces, hidden_layer_sizes, rng, dense_scale, linear_scale):
-    """Both networks' parameters, ``{"transition": ..., "proposal": ...}``."""
+def _random_params(
+    pieces,
+    hidden_layer_sizes,
+    rng,
+    dense_scale,
+    linear_scale,
+    missing_indicator=False,
+):
+    """Both networks' parameters, ``{"transition": ..., "proposal": ...}``.
+
+    ``missing_indicator``: the proposal also has the indicator's inputs.
+    """
     n_state_inputs = input_width(pieces.input_stats)
-    n_proposal_inputs = n_state_inputs + pieces.observation.n_outputs
+    n_proposal_inputs = n_state_inputs + pieces.observation.n_outputs * (
+        2 if missing_indicator else 1
+    )
     return {
         "transition": _random_network(
             pieces.transition_head,
@@ -198,7 +210,8 @@ def _random_params(pieces, hidden_layer_sizes, rng, dense_scale, linear_scale):
 def _build(pieces, params, fused, **proposal_options):
     """The learned model and proposal; ``fused`` picks the proposal's path.
 
-    ``proposal_options`` go to :class:`MixtureProposal` (``cache_bytes``).
+    ``proposal_options`` go to :class:`MixtureProposal` (``cache_bytes``,
+    ``missing_indicator``).
     """
     model = MixtureTransitionModel(
         params["transition"],
@@ -712,6 +725,7 @@ def _with_missing_entries(Y, rng, entry_fraction, row_fraction):
     resampling=st.sampled_from(["systematic", "stratified", "multinomial", "residual"]),
     ess_threshold=st.sampled_from([0.0, 0.5, 1.0]),
     cache_bytes=st.sampled_from([0, 1, DEFAULT_CACHE_BYTES]),
+    missing_indicator=st.booleans(),
 )
 def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
     seed,
@@ -732,6 +746,7 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
     resampling,
     ess_threshold,
     cache_bytes,
+    missing_indicator,
 ):
     # cache_bytes: 0 recomputes every step's intermediates in the backward pass,
     # 1 keeps the first step's and recomputes the others', the default keeps all.
@@ -747,7 +762,9 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
         proposal_components,
         periodic=periodic if periodic.size else None,
     )
-    params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, linear_scale)
+    params = _random_params(
+        pieces, hidden_layer_sizes, rng, dense_scale, linear_scale, missing_indicator
+    )
     # Observations from the learned model itself, so that the weights are neither
     # all alike nor all but one zero.
     model, _ = _build(pieces, params, fused=False)
@@ -759,14 +776,15 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
         "ess_threshold": ess_threshold,
         "random_state": seed,
     }
+    indicator = {"missing_indicator": missing_indicator}
     fast = _run_filter(
-        lambda p: _build(pieces, p, True, cache_bytes=cache_bytes),
+        lambda p: _build(pieces, p, True, cache_bytes=cache_bytes, **indicator),
         params,
         Y,
         **filter_kwargs,
     )
     reference = _run_filter(
-        lambda p: _build(pieces, p, False), params, Y, **filter_kwargs
+        lambda p: _build(pieces, p, False, **indicator), params, Y, **filter_kwargs
     )
 
     assert fast.fuses and not reference.fuses
@@ -787,7 +805,9 @@ def test_fused_filter_equals_the_reference_in_value_gradient_and_draws(
     np.testing.assert_array_equal(fast.result.ancestors, reference.result.ancestors)
     np.testing.assert_allclose(fast.result.ess, reference.result.ess, rtol=VALUE_RTOL)
     # Untraced, the fused step keeps nothing; same value.
-    untraced = particle_filter(Y, *_build(pieces, params, True), **filter_kwargs)
+    untraced = particle_filter(
+        Y, *_build(pieces, params, True, **indicator), **filter_kwargs
+    )
     np.testing.assert_allclose(
         np.sum(untraced.log_likelihood), reference.value, rtol=VALUE_RTOL
     )

@@ -261,3 +261,80 @@ def test_a_transition_of_phases_is_periodic_in_them():
                 model.transition_log_density(x, x_prev),
                 atol=1e-10,
             )
+
+
+def _without_indicator(params, n_inputs):
+    """The proposal network ``params`` without its inputs from ``n_inputs`` on."""
+    (W, b), *rest = params["layers"]
+    return {"layers": [(W[:n_inputs], b), *rest], "linear": params["linear"][:n_inputs]}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_missing_indicator_changes_nothing_where_every_entry_is_observed(
+    learned, fused
+):
+    # The indicator is 0 at every observed entry, so whatever its weights, a
+    # filter of complete data gives what the same network without them gives:
+    # the same draws and, up to the order in which the first layer's product
+    # sums its terms, the same values.
+    Y, transition, proposal, _ = learned
+    if proposal.head.covariance_type != "diag":
+        # Random dense weights this large make full covariances near singular;
+        # the indicator's code is the same for both heads.
+        pytest.skip("diagonal heads only")
+    rng = np.random.default_rng(1)
+    params = init_mixture_network(proposal.head, 30, (16, 16), rng)
+    params["layers"][0][0][:] = rng.standard_normal(params["layers"][0][0].shape)
+    params["linear"][:] = 0.1 * rng.standard_normal(params["linear"].shape)
+    without = _without_indicator(params, 20)
+    results = [
+        particle_filter(
+            Y,
+            transition,
+            MixtureProposal(
+                network, proposal.head, proposal.input_stats, fused, **options
+            ),
+            n_particles=20,
+            random_state=0,
+            return_particles=True,
+        )
+        for network, options in [(params, {"missing_indicator": True}), (without, {})]
+    ]
+    np.testing.assert_array_equal(results[0].ancestors, results[1].ancestors)
+    np.testing.assert_allclose(
+        results[0].log_likelihood, results[1].log_likelihood, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        results[0].filtered_means, results[1].filtered_means, rtol=1e-10, atol=1e-10
+    )
+
+
+def test_the_missing_indicator_tells_a_missing_entry_from_a_predicted_one(learned):
+    # Without the indicator, a missing entry and one observed exactly where the
+    # transition predicts it give the network the same input (innovation 0).
+    # With it they differ, and the indicator's weights decide how.
+    Y, transition, proposal, _ = learned
+    rng = np.random.default_rng(2)
+    params = init_mixture_network(proposal.head, 30, (16, 16), rng)
+    params["linear"][20:] = rng.standard_normal((10, params["linear"].shape[1]))
+    x_prev = Y[:4]
+    predicted = transition.observation.mean(transition.transition_mean(x_prev))
+    y_missing = predicted.copy()
+    y_missing[:, ::2] = np.nan
+
+    def draw(network, y, **options):
+        mixture_proposal = MixtureProposal(
+            network, proposal.head, proposal.input_stats, fused=False, **options
+        )
+        return mixture_proposal.propose(
+            transition, x_prev, y, np.random.default_rng(0), None
+        )
+
+    without = _without_indicator(params, 20)
+    np.testing.assert_allclose(
+        draw(without, predicted)[0], draw(without, y_missing)[0], rtol=1e-12
+    )
+    with_indicator = [
+        draw(params, y, missing_indicator=True) for y in (predicted, y_missing)
+    ]
+    assert np.max(np.abs(with_indicator[0][0] - with_indicator[1][0])) > 1e-3

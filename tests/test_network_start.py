@@ -34,9 +34,7 @@ def test_least_squares_states_miss_only_the_states_that_need_a_missing_entry():
     np.testing.assert_array_equal(np.isnan(states), np.repeat(~known[:, None], 3, 1))
     # Nothing missing: the plain product, to the bit.
     complete = rng.normal(size=(20, 3))
-    assert np.array_equal(
-        least_squares_states(complete, inverse), complete @ inverse.T
-    )
+    assert np.array_equal(least_squares_states(complete, inverse), complete @ inverse.T)
 
 
 def test_a_linear_start_is_fitted_when_no_step_is_observed_in_full():
