@@ -30,7 +30,7 @@ from sklearn.utils._param_validation import (
 from ._utils import check_scale, moved_names, pad_series
 from .estimator_base import _ParticleFilterEstimator
 from .filtering import BootstrapProposal, particle_filter
-from .learned import parameter_shapes, periodic_coordinates
+from .learned import parameter_shapes, periodic_coordinates, with_missing_indicator
 from .network_start import (
     dynamics_start,
     linear_smoother,
@@ -220,7 +220,10 @@ default="systematic"
         ``history_``).
     warm_start : bool, default=False
         Start from the previous fit's parameters (a single run: ``n_init`` is
-        ignored).
+        ignored) where the networks keep their shapes; otherwise (another
+        ``n_components`` or ``hidden_layer_sizes``) start afresh. Data with
+        missing entries after complete ones add the proposal's missing-entry
+        inputs at zero weight, and a proposal that has them keeps them.
 
     Attributes
     ----------
@@ -636,8 +639,14 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             hidden_layer_sizes=hidden,
             n_components=self.n_components,
             covariance_type=self.covariance_type,
-            # Only where the data can teach it what a missing entry means.
-            missing_indicator=any(numpy.isnan(one).any() for one in all_series),
+            # Only where the data can teach it what a missing entry means (or
+            # a warm start continues a proposal that has it).
+            missing_indicator=any(numpy.isnan(one).any() for one in all_series)
+            or (
+                self.warm_start
+                and getattr(self, "spec_", None) is not None
+                and self.spec_.missing_indicator
+            ),
         )
         spec = make_spec(transition_scale)
         start = "linear" if linear is not None else "random_walk"
@@ -677,11 +686,16 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
         Warns for each diverged restart and when the best did not converge.
         """
         warm = self.warm_start and hasattr(self, "params_")
+        previous = self.params_ if warm else None
         if warm:
+            if spec.missing_indicator and not self.spec_.missing_indicator:
+                # These data have missing entries, the previous ones had none:
+                # the proposal gets the indicator's inputs, at zero weight.
+                previous = with_missing_indicator(previous, spec.observation.n_outputs)
             # The previous parameters can start this fit only if every array has
             # the shape this fit's networks need.
             fresh = spec.init_params(numpy.random.default_rng(0))
-            warm = parameter_shapes(fresh) == parameter_shapes(self.params_)
+            warm = parameter_shapes(fresh) == parameter_shapes(previous)
         n_init = 1 if warm else self.n_init
         seed_sequences = numpy.random.SeedSequence(int(root_seed)).spawn(n_init)
         results = fit_restarts(
@@ -692,7 +706,7 @@ n_features), or list of array-like of shape (n_steps_i, n_features)
             int(eval_seed),
             validation=validation,
             n_jobs=self.n_jobs,
-            init_params=self.params_ if warm else None,
+            init_params=previous if warm else None,
         )
         for index, result in enumerate(results):
             if result.diverged:

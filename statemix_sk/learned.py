@@ -63,6 +63,7 @@ __all__ = [
     "locally_optimal_gain",
     "parameter_shapes",
     "periodic_coordinates",
+    "with_missing_indicator",
 ]
 
 
@@ -664,3 +665,28 @@ def parameter_shapes(params):
             params[phase]["linear"],
         ]
     ]
+
+
+def with_missing_indicator(params, n_outputs):
+    """Return ``params`` with the proposal's missing-entry inputs added, at zero.
+
+    For a warm start of a fit whose data have missing entries from one whose
+    data had none: the proposal network gets ``n_outputs`` more inputs (see
+    :attr:`StateMixSpec.missing_indicator`) whose weights are zero, so it
+    computes what it computed before (the indicator is 0 wherever every entry
+    is observed) and training takes it from there. A new dict; the transition
+    is shared, the proposal's arrays copied.
+    """
+    (first, bias), *rest = params["proposal"]["layers"]
+    linear = params["proposal"]["linear"]
+
+    def grown(weights):
+        return numpy.concatenate([weights, numpy.zeros((n_outputs, weights.shape[1]))])
+
+    return {
+        "transition": params["transition"],
+        "proposal": {
+            "layers": [(grown(first), numpy.copy(bias)), *copy.deepcopy(rest)],
+            "linear": grown(linear),
+        },
+    }

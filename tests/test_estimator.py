@@ -578,6 +578,30 @@ def test_warm_start_continues_from_the_previous_fit(data):
     assert model.restart_scores_.shape == (1,)  # a single run: n_init is ignored
 
 
+def test_warm_start_carries_on_when_the_data_gain_or_lose_missing_entries(data):
+    # Complete data, then data with missing entries: the proposal gains the
+    # missing-entry indicator's inputs (at zero weight), and the fit still
+    # starts from the previous one (its transition is kept, as it is not
+    # trained here); then complete data again: the indicator stays.
+    model = fit(tiny(warm_start=True, early_stopping=False), data)
+    assert not model.spec_.missing_indicator
+    previous = model.params_
+    gappy = data.copy()
+    gappy[np.random.default_rng(3).random(gappy.shape) < 0.3] = np.nan
+    model.set_params(update="alternating", n_transition_steps=0)
+    for Y in (gappy, data):
+        fit(model, Y)
+        assert model.spec_.missing_indicator
+        np.testing.assert_array_equal(
+            flat(model.params_["transition"]), flat(previous["transition"])
+        )
+    n_outputs = data.shape[-1]
+    assert (
+        model.params_["proposal"]["linear"].shape[0]
+        == previous["proposal"]["linear"].shape[0] + n_outputs
+    )
+
+
 @pytest.mark.slow
 def test_n_jobs_does_not_change_the_fit(data):
     serial = fit(tiny(n_init=4, n_jobs=1), data)
