@@ -127,8 +127,16 @@ from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import MixtureProposal, MixtureTransitionModel
 
 LOG_2PI = math.log(2.0 * math.pi)
-CASES = {"1x100": (1, 100), "1x1000": (1, 1000), "5x100": (5, 100)}
+CASES = {
+    "1x100": (1, 100),
+    "1x1000": (1, 1000),
+    "5x100": (5, 100),
+    "1x10": (1, 10),
+}
 """Timed cases: name -> (number of series B, particles per series N)."""
+DEFAULT_CASES = ("1x100", "1x1000", "5x100")
+"""The issue's cases. ``1x10`` (``--cases``) shows each framework's fixed cost
+per step: ten particles are almost no work."""
 FULL_CONFIG = {"states": 20, "steps": 100, "cases": CASES}
 QUICK_CONFIG = {"states": 8, "steps": 10, "cases": {"1x50": (1, 50)}}
 MEMORY_CASE = {"states": 20, "steps": 400, "series": 1, "particles": 1000}
@@ -1195,7 +1203,9 @@ def build_parser():
         "--cases",
         nargs="+",
         choices=sorted(CASES),
-        help="cases to run, named series x particles (default: all)",
+        help="cases to run, named series x particles (default: "
+        + " ".join(DEFAULT_CASES)
+        + ")",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     parser.add_argument(
@@ -1223,7 +1233,7 @@ def main(argv=None):
         memory_case = QUICK_MEMORY_CASE if args.memory else None
     else:
         config = FULL_CONFIG
-        case_names = args.cases or list(CASES)
+        case_names = args.cases or list(DEFAULT_CASES)
         memory_case = MEMORY_CASE if args.memory else None
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
     options = "".join(

@@ -26,7 +26,8 @@ thread (threadpoolctl), it measures:
   and 1,000 series of 100 steps filtered together: the time per series-step
   (best of the repeats) and its ratio to that of 100 series, with Lorenz 96
   integrating many rows in cache-sized blocks (``models._BLOCK_ROWS``) and, in
-  the same run, in one block as before.
+  the same run, in one block as before; then one series with N = 2, whose time
+  per step is the filter's fixed cost (almost no particle work).
 """
 
 import argparse
@@ -245,6 +246,26 @@ def main():
             print(
                 f"## BootstrapFilter.predict (N = {PREDICT_PARTICLES}) on many series "
                 f"of {n_steps} steps at once\n\n" + "\n".join(lines) + "\n",
+                flush=True,
+            )
+            # One series' fixed cost: the same call with almost no particles.
+            fixed = BootstrapFilter(model, n_particles=2, random_state=0).fit(
+                Y_batch[:1]
+            )
+            seconds = best_seconds(
+                lambda: fixed.predict(Y_batch[:1]), config["repeats"]
+            )
+            reference = per_series_step["blocks"].get(100)
+            print(
+                f"One series with N = 2 (the fixed cost of a step): "
+                f"{1e6 * seconds / n_steps:.1f} us per step"
+                + (
+                    ""
+                    if reference is None
+                    else f", {seconds / n_steps / reference:.2f} times 100 series' "
+                    "per series-step"
+                )
+                + ".\n",
                 flush=True,
             )
 
