@@ -40,6 +40,7 @@ filter). Paired differences are against the first variant's filter.
 """
 
 import argparse
+import copy
 import platform
 import time
 from unittest import mock
@@ -52,6 +53,7 @@ from statemix_sk.baselines import LocallyOptimalProposal
 from statemix_sk.experiments import EXPERIMENTS
 from statemix_sk.filtering import particle_filter
 from statemix_sk.learned import MixtureProposal
+from statemix_sk.observations import LinearGaussianObservation
 
 VARIANTS = ("indicator", "no-indicator", "before")
 
@@ -133,6 +135,11 @@ def main():
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--mixing",
+        action="store_true",
+        help="observe y = Q x + noise, Q a random rotation, instead of y = x + noise",
+    )
+    parser.add_argument(
         "--max-iter", type=int, default=None, help="the estimator's (its default)"
     )
     args = parser.parse_args()
@@ -144,10 +151,18 @@ def main():
     Y, X, model = EXPERIMENTS["lorenz96"].make(
         100, args.n_train + args.n_test, int(rng.integers(2**31))
     )
+    if args.mixing:
+        # Every output mixes every state: y = Q x + noise, Q a random rotation.
+        mixing = numpy.linalg.qr(rng.standard_normal((X.shape[-1],) * 2))[0]
+        model = copy.copy(model)
+        model.observation = LinearGaussianObservation(mixing, noise_scale=0.5)
+        Y = X @ mixing.T + 0.5 * rng.standard_normal(X.shape)
     Y = with_missing_entries(Y, args.fraction, rng)
     Y_train, Y_test, X_test = Y[: args.n_train], Y[args.n_train :], X[args.n_train :]
+    observed = ", y = Q x + noise, Q a rotation" if args.mixing else ""
     print(
-        f"Lorenz 96 (d = 10), {args.fraction:.0%} of the entries missing at random "
+        f"Lorenz 96 (d = 10{observed}), "
+        f"{args.fraction:.0%} of the entries missing at random "
         f"({numpy.isnan(Y).mean():.1%} drawn; steps with every entry observed: "
         f"{numpy.mean(~numpy.isnan(Y).any(axis=-1)):.1%}); {args.n_train} training "
         f"and {args.n_test} test series of 100 steps; N = {args.n_particles}, "

@@ -8,7 +8,8 @@ off the observations (the user guide's training page says why each helps):
    distribution, from the least-squares states ``pinv(H) y`` of a linear
    observation;
 2. :func:`dynamics_start`: the linear dynamics ``(A, diag(Q))`` fitted by the
-   method of moments and then EM (:mod:`statemix_sk.kalman`), as the
+   method of moments (or, where too few steps give least-squares states, from
+   the random walk) and then EM (:mod:`statemix_sk.kalman`), as the
    transition's linear drift and spread;
 3. :func:`proposal_start`: the gain and spread of the locally optimal proposal
    for that transition's noise;
@@ -196,7 +197,18 @@ def dynamics_start(
         stats.mean,
     )
     if transition_matrix is None:
-        return None, increments, None
+        # Too few steps read off states by least squares (little data, or an
+        # H that mixes every state into every output with entries missing).
+        # EM needs no such states: given enough observed steps it starts from
+        # the random walk that the transition would otherwise start as.
+        n_pairs = sum(
+            max(int(numpy.sum(~numpy.all(numpy.isnan(one), axis=1))) - 1, 0)
+            for one in series
+        )
+        if n_pairs < 2 * len(stats.mean) + 2:
+            return None, increments, None
+        transition_matrix = 0.999 * numpy.eye(len(stats.mean))
+        process_variance = increments**2
     transition_matrix, process_variance, _ = linear_dynamics_by_em(
         series,
         observation,
