@@ -122,7 +122,8 @@ default="regression"
         (:func:`~statemix_sk.kalman.linear_dynamics_by_em`) started from the
         method of moments on the least-squares states ``pinv(H) y``
         (:func:`~statemix_sk.kalman.linear_dynamics_by_moments`), as
-        scikit-learn's mixtures start from k-means. ``"regression"``: the whole
+        scikit-learn's mixtures start from k-means (or, where missing entries
+        leave too few such states, from the random walk). ``"regression"``: the whole
         transition network fitted by maximum likelihood to estimated states
         (:func:`~statemix_sk.network_start.fit_transition_to_states`, early-stopped
         on the held-out series' estimates), a non-linear regression of each
