@@ -82,7 +82,7 @@ class StepConfig(NamedTuple):
     them."""
     missing_indicator: bool = False
     """Whether the proposal network also sees which entries of ``y`` are missing
-    (:func:`missing_indicator`, after the innovation)."""
+    (:func:`proposal_inputs`)."""
 
 
 class KeptIntermediates:
@@ -235,9 +235,18 @@ def scaled_innovation(y, predicted, noise_scale):
     return anp.where(observed, (filled - predicted) / noise_scale, 0.0)
 
 
-def missing_indicator(y):
-    """Return 1.0 where ``y`` is missing (NaN), 0.0 where it is observed."""
-    return numpy.isnan(y).astype(float)
+def proposal_inputs(standardized, innovation, y, missing_indicator, join):
+    """Return the proposal network's input ``[standardized, innovation, indicator]``.
+
+    The indicator (1.0 where ``y`` is missing, 0.0 where observed) comes last
+    and only with ``missing_indicator``; the backward pass reads the innovation's
+    columns by this layout. ``join`` is ``numpy.concatenate`` on values or
+    autograd's on the reference path.
+    """
+    parts = [standardized, innovation]
+    if missing_indicator:
+        parts.append(numpy.isnan(y).astype(float))
+    return join(parts, axis=1)
 
 
 def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
@@ -259,11 +268,12 @@ def _forward(x_prev, y, uniforms, noise, config, arrays, x=None):
     f_weights = numpy.exp(f_log_weights)
     centre = sum_components(f_weights[:, :, None] * f_means)
     innovation = scaled_innovation(y, observation.mean(centre), observation.noise_scale)
-    parts = [standardized, innovation]
-    if config.missing_indicator:
-        parts.append(missing_indicator(y))
-    proposal_inputs = numpy.concatenate(parts, axis=1)
-    q_outputs, q_activations = _network_forward(proposal_arrays, proposal_inputs)
+    q_outputs, q_activations = _network_forward(
+        proposal_arrays,
+        proposal_inputs(
+            standardized, innovation, y, config.missing_indicator, numpy.concatenate
+        ),
+    )
     q_logits, q_means, q_sigmoid = _head_forward(
         config.proposal_head, q_outputs, centre
     )
@@ -410,8 +420,8 @@ def _step_backward(x_prev, x, y, config, arrays, v, d_x, d_ratio, which):
         weights=which[1],
     )
     d_standardized = d_inputs[:, :n_inputs]
-    # innovation = (y - h(centre)) / noise_scale, zero where y is missing.
-    # (The missing indicator's columns, if any, come after: constants.)
+    # innovation = (y - h(centre)) / noise_scale, zero where y is missing; the
+    # missing indicator's columns, if any, come after (proposal_inputs): constants.
     d_predicted = (
         -d_inputs[:, n_inputs : n_inputs + y.shape[1]] / observation.noise_scale
     )

@@ -39,7 +39,7 @@ from .fused import (
     StepConfig,
     learned_filter_step,
     learned_proposal_step,
-    missing_indicator,
+    proposal_inputs,
     scaled_innovation,
     take_block,
 )
@@ -429,10 +429,13 @@ class MixtureProposal:
         innovation = scaled_innovation(
             y, observation.mean(centre), observation.noise_scale
         )
-        parts = [standardize(x_prev, self.input_stats), innovation]
-        if self.missing_indicator:
-            parts.append(missing_indicator(y))
-        inputs = np.concatenate(parts, axis=1)
+        inputs = proposal_inputs(
+            standardize(x_prev, self.input_stats),
+            innovation,
+            y,
+            self.missing_indicator,
+            np.concatenate,
+        )
         proposal = _mixture_around(
             centre, self.head, apply_mixture_network(self.params, inputs)
         )

@@ -199,13 +199,14 @@ def dynamics_start(
     if transition_matrix is None:
         # Too few steps read off states by least squares (little data, or an
         # H that mixes every state into every output with entries missing).
-        # EM needs no such states: given enough observed steps it starts from
+        # EM needs no such states: given as many steps observing something as
+        # the moments need pairs (beyond each series' first), it starts from
         # the random walk that the transition would otherwise start as.
-        n_pairs = sum(
+        n_steps = sum(
             max(int(numpy.sum(~numpy.all(numpy.isnan(one), axis=1))) - 1, 0)
             for one in series
         )
-        if n_pairs < 2 * len(stats.mean) + 2:
+        if n_steps < 2 * len(stats.mean) + 2:
             return None, increments, None
         transition_matrix = 0.999 * numpy.eye(len(stats.mean))
         process_variance = increments**2

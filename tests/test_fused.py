@@ -207,6 +207,18 @@ def _random_params(
     }
 
 
+def _step_config(pieces, model, kept=None):
+    """The StepConfig of a fused step of ``pieces``, for ``model``'s networks."""
+    return StepConfig(
+        pieces.transition_head,
+        pieces.proposal_head,
+        pieces.input_stats,
+        pieces.observation,
+        len(model.params["arrays"]),
+        kept,
+    )
+
+
 def _build(pieces, params, fused, **proposal_options):
     """The learned model and proposal; ``fused`` picks the proposal's path.
 
@@ -374,7 +386,8 @@ STEP_CASES = [
 
 
 def _step_problem(case, rng):
-    """A STEP_CASES case's rows, observation, pieces, parameters and particles."""
+    """A STEP_CASES case's rows, pieces (with the observation), parameters and
+    particles."""
     (
         rows,
         n_previous,
@@ -398,7 +411,7 @@ def _step_problem(case, rng):
     )
     params = _random_params(pieces, hidden_layer_sizes, rng, dense_scale, 0.3)
     particles = pieces.input_stats.mean + rng.standard_normal((n_previous, n_states))
-    return np.array(rows), observation, pieces, params, particles
+    return np.array(rows), pieces, params, particles
 
 
 def _step_draws(pieces, params, particles, rows, rng):
@@ -435,16 +448,10 @@ def test_learned_proposal_step_passes_check_grads_and_equals_the_composition(
 ):
     rng = np.random.default_rng(len(case[0]))
     np.random.seed(0)  # noqa: NPY002 (check_grads draws directions from it)
-    rows, observation, pieces, params, particles = _step_problem(case, rng)
+    rows, pieces, params, particles = _step_problem(case, rng)
     y, noise, uniforms = _step_draws(pieces, params, particles, rows, rng)
     model, proposal = _build(pieces, params, fused=False)
-    config = StepConfig(
-        pieces.transition_head,
-        pieces.proposal_head,
-        pieces.input_stats,
-        observation,
-        len(model.params["arrays"]),
-    )
+    config = _step_config(pieces, model)
 
     def fused_step(inputs):
         # keep: the backward pass uses the intermediates this forward pass kept,
@@ -480,7 +487,7 @@ def test_learned_filter_step_passes_check_grads_and_equals_the_composition(case,
     # weighing.
     rng = np.random.default_rng(100 + len(case[0]))
     np.random.seed(1)  # noqa: NPY002 (check_grads draws directions from it)
-    rows, observation, pieces, params, particles = _step_problem(case, rng)
+    rows, pieces, params, particles = _step_problem(case, rng)
     # Two series where the sizes split evenly, one otherwise.
     n_previous = len(particles)
     n_series = 2 if len(rows) % 2 == 0 and n_previous % 2 == 0 else 1
@@ -490,13 +497,7 @@ def test_learned_filter_step_passes_check_grads_and_equals_the_composition(case,
     y, noise, uniforms = _step_draws(pieces, params, particles, rows, rng)
     model, proposal = _build(pieces, params, fused=False)
     n_transition_arrays = len(model.params["arrays"])
-    config = StepConfig(
-        pieces.transition_head,
-        pieces.proposal_head,
-        pieces.input_stats,
-        observation,
-        n_transition_arrays,
-    )
+    config = _step_config(pieces, model)
 
     def fused_step(inputs):
         particles, log_weights, arrays = inputs
@@ -524,7 +525,7 @@ def test_learned_filter_step_passes_check_grads_and_equals_the_composition(case,
         shape = offsets.shape
         log_w = anp.reshape(take_rows(anp.reshape(log_weights, (-1,)), rows), shape)
         log_w = log_w + offsets + anp.reshape(log_ratio, shape)
-        log_w = log_w + anp.reshape(observation.log_density(x, y), shape)
+        log_w = log_w + anp.reshape(pieces.observation.log_density(x, y), shape)
         increment = logsumexp(log_w, axis=1, keepdims=True)
         return anp.concatenate(
             [
@@ -549,9 +550,7 @@ def test_learned_proposal_step_refuses_gradients_of_its_constants():
     pieces = _random_pieces(rng, 2, observation, 2, 2)
     params = _random_params(pieces, (3,), rng, 1.0, 0.3)
     model, proposal = _build(pieces, params, fused=False)
-    config = StepConfig(
-        *pieces[:2], pieces.input_stats, observation, len(model.params["arrays"])
-    )
+    config = _step_config(pieces, model)
     arrays = [*model.params["arrays"], *proposal.params["arrays"]]
     rows, y = np.array([0, 1]), rng.standard_normal((2, 2))
 
@@ -923,14 +922,7 @@ def _one_step_kept_bytes(Y, pieces, params):
     model, proposal = _build(pieces, params, True)
     rng = np.random.default_rng(0)
     kept = KeptIntermediates()
-    config = StepConfig(
-        pieces.transition_head,
-        pieces.proposal_head,
-        pieces.input_stats,
-        pieces.observation,
-        len(model.params["arrays"]),
-        kept,
-    )
+    config = _step_config(pieces, model, kept)
     learned_proposal_step(
         model.sample_initial(TAPE_PARTICLES, rng),
         np.arange(TAPE_PARTICLES),
@@ -1022,14 +1014,7 @@ def test_keeping_the_means_or_not_changes_no_bit():
             np.broadcast_to(Y[0], (TAPE_PARTICLES, Y.shape[1])),
             rng.random(TAPE_PARTICLES),
             rng.standard_normal((TAPE_PARTICLES, TAPE_STATES)),
-            StepConfig(
-                pieces.transition_head,
-                pieces.proposal_head,
-                pieces.input_stats,
-                pieces.observation,
-                len(model.params["arrays"]),
-                kept,
-            ),
+            _step_config(pieces, model, kept),
             *model.params["arrays"],
             *proposal.params["arrays"],
         )
